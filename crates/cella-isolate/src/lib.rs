@@ -1,0 +1,1 @@
+//! Kernel primitives for isolation.

@@ -1,0 +1,1 @@
+//! Namespace tools: list, enter, unshare, and name Linux namespaces.

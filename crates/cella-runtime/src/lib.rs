@@ -1,0 +1,1 @@
+//! OCI runtime: bundle to container lifecycle.

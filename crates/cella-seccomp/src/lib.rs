@@ -1,0 +1,1 @@
+//! Seccomp: compiles OCI `linux.seccomp` profiles into classic BPF, in pure Rust.

@@ -1,0 +1,6 @@
+//! The `cella` command line: parses arguments, calls a library, maps errors to messages
+//! and exit codes. Nothing else lives here.
+
+fn main() {
+    println!("cella {}", env!("CARGO_PKG_VERSION"));
+}
