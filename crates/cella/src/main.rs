@@ -13,7 +13,11 @@ use std::process::ExitCode;
 
 /// Global flags, as runc takes them (before the verb).
 #[derive(Parser, Debug)]
-#[command(name = "cella", version, about = "A Linux container runtime and namespace-isolation toolkit")]
+#[command(
+    name = "cella",
+    version,
+    about = "A Linux container runtime and namespace-isolation toolkit"
+)]
 pub struct Cli {
     /// Root directory for container state (default /run/cella, or
     /// $XDG_RUNTIME_DIR/cella when not root).
@@ -44,6 +48,27 @@ pub struct Cli {
 /// Every verb cella understands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Create a container from a bundle; its process waits for `start`.
+    Create(commands::create::CreateArgs),
+    /// Start a created container.
+    Start(commands::start::StartArgs),
+    /// Create and start a container, and wait for it unless --detach.
+    Run(commands::create::RunArgs),
+    /// Print a container's state as JSON.
+    State(commands::state::StateArgs),
+    /// Send a signal to a container's init (or all its processes).
+    Kill(commands::kill::KillArgs),
+    /// Delete a container and everything made for it.
+    Delete(commands::delete::DeleteArgs),
+    /// List containers.
+    #[command(alias = "ls")]
+    List(commands::list::ListArgs),
+    /// Show a container's processes.
+    Ps(commands::ps::PsArgs),
+    /// Print the features this build supports (OCI features JSON).
+    Features,
+    /// Write a default config.json.
+    Spec(commands::spec::SpecArgs),
     /// Namespace tools: list, enter, unshare, create and remove namespaces.
     #[command(subcommand)]
     Ns(commands::ns::NsCommand),
@@ -53,6 +78,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let reporter = report::Reporter::new(&cli);
     let result = match &cli.command {
+        Command::Create(a) => commands::create::run(a, &cli),
+        Command::Start(a) => commands::start::run(a, &cli),
+        Command::Run(a) => commands::create::run_run(a, &cli),
+        Command::State(a) => commands::state::run(a, &cli),
+        Command::Kill(a) => commands::kill::run(a, &cli),
+        Command::Delete(a) => commands::delete::run(a, &cli),
+        Command::List(a) => commands::list::run(a, &cli),
+        Command::Ps(a) => commands::ps::run(a, &cli),
+        Command::Features => commands::features::run(),
+        Command::Spec(a) => commands::spec::run(a),
         Command::Ns(c) => commands::ns::run(c, &cli),
     };
     match result {

@@ -1,0 +1,568 @@
+//! The container lifecycle: create, start, run, state, kill, delete, list, pids.
+//!
+//! No daemon and no monitor: `create` leaves init blocked on `exec.fifo` and exits;
+//! `start` writes one byte to the fifo and waits until init has exec'd (the fifo loses
+//! its last reader when init's close-on-exec descriptor goes); `delete` removes what
+//! the state file says exists.
+
+use crate::config::{self, InitPlan};
+use crate::error::{Error, Result};
+use crate::init::{self, InitContext};
+use crate::state::{self, ContainerState, Locked, Status, Store};
+use cella_isolate::channel::{Channel, Message};
+use cella_isolate::namespaces::{self, NsKind};
+use cella_isolate::sys::{self, Forked};
+use oci_spec::runtime::Hook;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Options of `create` and `run`, as runc names them.
+#[derive(Clone, Debug, Default)]
+pub struct CreateOptions {
+    /// The bundle directory.
+    pub bundle: PathBuf,
+    /// Write init's pid here.
+    pub pid_file: Option<PathBuf>,
+    /// UNIX socket to send the pty master to (terminal: true).
+    pub console_socket: Option<PathBuf>,
+    /// Pass this many fds after stdio to the container.
+    pub preserve_fds: u32,
+    /// Use MS_MOVE + chroot instead of pivot_root.
+    pub no_pivot: bool,
+    /// Do not give the container a new session keyring.
+    pub no_new_keyring: bool,
+}
+
+/// The runtime: a state store and what it was asked to do.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    store: Store,
+}
+
+/// What a successful operation wants the user told (warnings).
+pub type Warnings = Vec<String>;
+
+impl Runtime {
+    /// A runtime keeping state under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Runtime {
+        Runtime {
+            store: Store::new(root),
+        }
+    }
+
+    /// The state root.
+    pub fn root(&self) -> &Path {
+        self.store.root()
+    }
+
+    /// Creates container `id` from a bundle; init waits for `start`.
+    pub fn create(&self, id: &str, opts: &CreateOptions) -> Result<Warnings> {
+        self.create_inner(id, opts).map(|(_, w)| w)
+    }
+
+    fn create_inner(&self, id: &str, opts: &CreateOptions) -> Result<(i32, Warnings)> {
+        state::check_id(id)?;
+        let bundle =
+            std::fs::canonicalize(&opts.bundle).map_err(Error::io("open bundle", &opts.bundle))?;
+        let spec = config::load(&bundle)?;
+        let rootfs = config::rootfs_path(&spec, &bundle)?;
+        let plan = config::plan(&spec, &bundle, opts.no_pivot)?;
+        if plan.process.terminal && opts.console_socket.is_none() {
+            return Err(Error::config(
+                "process.terminal",
+                "a terminal needs --console-socket (or set terminal to false)",
+            ));
+        }
+        let hooks = spec.hooks().as_ref();
+        let list = |h: Option<&Vec<Hook>>| h.cloned().unwrap_or_default();
+        let mut st = ContainerState {
+            oci_version: spec.version().clone(),
+            id: id.to_owned(),
+            pid: 0,
+            pid_start_time: 0,
+            bundle: bundle.clone(),
+            rootfs,
+            created: crate::now_rfc3339(),
+            owner: sys::geteuid(),
+            annotations: spec
+                .annotations()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            created_complete: false,
+            poststop: list(hooks.and_then(|h| h.poststop().as_ref())),
+            poststart: list(hooks.and_then(|h| h.poststart().as_ref())),
+        };
+        let runtime_hooks: Vec<(&'static str, Vec<Hook>)> = vec![
+            ("prestart", list(hooks.and_then(|h| h.prestart().as_ref()))),
+            (
+                "createRuntime",
+                list(hooks.and_then(|h| h.create_runtime().as_ref())),
+            ),
+        ];
+
+        // Validation is over: from here on every resource is recorded before it is made.
+        let locked = self.store.create(id)?;
+        locked.save(&st)?;
+        match spawn(&plan, &locked, &mut st, opts, &runtime_hooks) {
+            Ok(pid) => Ok((pid, plan.warnings)),
+            Err(e) => {
+                let cleanup = destroy(locked, &st).err().into_iter().collect::<Vec<_>>();
+                if cleanup.is_empty() {
+                    Err(e)
+                } else {
+                    Err(Error::WithCleanup {
+                        error: Box::new(e),
+                        cleanup,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Lets a created container's init exec the user's process, then runs poststart
+    /// hooks. Poststart failures come back as warnings, as the spec asks.
+    pub fn start(&self, id: &str) -> Result<Warnings> {
+        let locked = self.store.open(id, true)?;
+        let st = load(&locked)?;
+        let status = st.status(&locked);
+        if status != Status::Created {
+            return Err(Error::BadStatus {
+                id: id.to_owned(),
+                status: status.as_str(),
+                what: "only a created container can be started",
+            });
+        }
+        let fifo_path = locked.fifo_path();
+        let c = CString::new(fifo_path.as_os_str().as_encoded_bytes())
+            .map_err(|_| Error::io("open", &fifo_path)(io::ErrorKind::InvalidInput.into()))?;
+        let fifo = sys::open(&c, libc::O_WRONLY | libc::O_NONBLOCK, 0).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                Error::BadStatus {
+                    id: id.to_owned(),
+                    status: "stopped",
+                    what: "init exited before start",
+                }
+            } else {
+                Error::Io {
+                    op: "open",
+                    path: fifo_path.clone(),
+                    source: e,
+                }
+            }
+        })?;
+        sys::write_all(sys::AsFdRef::as_fd_ref(&fifo), b"0")
+            .map_err(Error::io("write", &fifo_path))?;
+        std::fs::remove_file(&fifo_path).map_err(Error::io("remove", &fifo_path))?;
+        wait_reader_gone(&fifo);
+        let mut warnings = Vec::new();
+        let state = st.hook_json(Status::Running);
+        for (i, h) in st.poststart.iter().enumerate() {
+            if let Err(e) = crate::hooks::run(h, &state) {
+                warnings.push(format!(
+                    "poststart hook #{i} `{}`: {}",
+                    h.path().display(),
+                    crate::error_chain(&e)
+                ));
+            }
+        }
+        Ok(warnings)
+    }
+
+    /// create + start, then (unless `detach`) wait for init, forwarding signals to it,
+    /// delete the container, and return its exit status as a shell would (128+signal).
+    pub fn run(&self, id: &str, opts: &CreateOptions, detach: bool) -> Result<(u8, Warnings)> {
+        if !detach {
+            // Init's first child, in the joining path, forks init with CLONE_PARENT, so
+            // init is our child either way; being a subreaper also catches anything
+            // init leaves behind when it is pid 1 of nothing.
+            let _ = sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0);
+        }
+        let blocked = if detach {
+            None
+        } else {
+            Some(SignalForwarder::block())
+        };
+        let (pid, mut warnings) = self.create_inner(id, opts)?;
+        match self.start(id) {
+            Ok(w) => warnings.extend(w),
+            Err(e) => {
+                let _ = self.delete(id, true);
+                return Err(e);
+            }
+        }
+        let Some(fwd) = blocked else {
+            return Ok((0, warnings));
+        };
+        let code = fwd.wait_forwarding(pid);
+        warnings.extend(self.delete(id, true)?);
+        Ok((code, warnings))
+    }
+
+    /// The state of `id` as runc prints it.
+    pub fn state(&self, id: &str) -> Result<serde_json::Value> {
+        let locked = self.store.open(id, false)?;
+        let st = load(&locked)?;
+        Ok(st.to_json(st.status(&locked)))
+    }
+
+    /// States of every container.
+    pub fn list(&self) -> Result<Vec<serde_json::Value>> {
+        let mut out = Vec::new();
+        for id in self.store.ids()? {
+            match self.state(&id) {
+                Ok(v) => out.push(v),
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sends `signal` to init, or with `all` to every process of the container.
+    pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<()> {
+        let locked = self.store.open(id, false)?;
+        let st = load(&locked)?;
+        let status = st.status(&locked);
+        if matches!(status, Status::Stopped | Status::Creating) {
+            return Err(Error::BadStatus {
+                id: id.to_owned(),
+                status: status.as_str(),
+                what: "container not running",
+            });
+        }
+        let pids = if all {
+            container_pids(&st)?
+        } else {
+            vec![st.pid]
+        };
+        for pid in pids {
+            match sys::kill(pid, signal) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                Err(e) => return Err(Error::Sys("kill", e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Pids of the container's processes.
+    pub fn pids(&self, id: &str) -> Result<Vec<i32>> {
+        let locked = self.store.open(id, false)?;
+        let st = load(&locked)?;
+        if st.status(&locked) == Status::Stopped {
+            return Ok(Vec::new());
+        }
+        container_pids(&st)
+    }
+
+    /// Deletes a container: a stopped or created one always, a running one with
+    /// `force` (killing it). Poststop hook failures come back as warnings.
+    pub fn delete(&self, id: &str, force: bool) -> Result<Warnings> {
+        let locked = self.store.open(id, true)?;
+        let Some(st) = locked.load()? else {
+            // Creation stopped before the first state write: nothing else exists.
+            locked.remove()?;
+            return Ok(Vec::new());
+        };
+        let status = st.status(&locked);
+        if matches!(status, Status::Running | Status::Paused) && !force {
+            return Err(Error::BadStatus {
+                id: id.to_owned(),
+                status: status.as_str(),
+                what: "cannot delete a running container: stop it first or use --force",
+            });
+        }
+        let mut warnings = Vec::new();
+        let state = st.hook_json(Status::Stopped);
+        destroy(locked, &st)?;
+        for (i, h) in st.poststop.iter().enumerate() {
+            if let Err(e) = crate::hooks::run(h, &state) {
+                warnings.push(format!(
+                    "poststop hook #{i} `{}`: {}",
+                    h.path().display(),
+                    crate::error_chain(&e)
+                ));
+            }
+        }
+        Ok(warnings)
+    }
+}
+
+fn load(locked: &Locked) -> Result<ContainerState> {
+    locked.load()?.ok_or_else(|| Error::BadStatus {
+        id: locked.id.clone(),
+        status: "creating",
+        what: "creation did not finish; delete it with --force",
+    })
+}
+
+/// Kills what the state records and removes the state directory.
+fn destroy(locked: Locked, st: &ContainerState) -> Result<()> {
+    if st.pid > 0
+        && let Some((start, _)) = state::proc_start(st.pid)
+        && start == st.pid_start_time
+    {
+        let pids = container_pids(st).unwrap_or_default();
+        for p in pids.iter().copied().chain(std::iter::once(st.pid)) {
+            let _ = sys::kill(p, libc::SIGKILL);
+        }
+        // Reap it if it is our child; otherwise wait for it to go.
+        let _ = sys::waitpid(st.pid, libc::WNOHANG);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state::proc_start(st.pid).is_some_and(|(s, z)| s == st.pid_start_time && !z) {
+            if Instant::now() > deadline {
+                return Err(Error::Sys(
+                    "wait for init to die",
+                    io::ErrorKind::TimedOut.into(),
+                ));
+            }
+            let _ = sys::waitpid(st.pid, libc::WNOHANG);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _ = sys::waitpid(st.pid, libc::WNOHANG);
+    }
+    locked.remove()
+}
+
+/// Every process in the container: those sharing init's pid namespace when it has its
+/// own, else init alone.
+fn container_pids(st: &ContainerState) -> Result<Vec<i32>> {
+    let ns = namespaces::ns_inode(st.pid, NsKind::Pid)
+        .map_err(|e| Error::Sys("read init's pid namespace", e))?;
+    let host = namespaces::ns_inode(sys::getpid(), NsKind::Pid)
+        .map_err(|e| Error::Sys("read own pid namespace", e))?;
+    if ns == host {
+        return Ok(vec![st.pid]);
+    }
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc")
+        .map_err(Error::io("read", "/proc"))?
+        .flatten()
+    {
+        if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok())
+            && namespaces::ns_inode(pid, NsKind::Pid).is_ok_and(|i| i == ns)
+        {
+            pids.push(pid);
+        }
+    }
+    pids.sort();
+    Ok(pids)
+}
+
+/// Clones init and walks it through the protocol of [`cella_isolate::channel`] until it
+/// is Ready. Returns init's pid.
+fn spawn(
+    plan: &InitPlan,
+    locked: &Locked,
+    st: &mut ContainerState,
+    opts: &CreateOptions,
+    runtime_hooks: &[(&'static str, Vec<Hook>)],
+) -> Result<i32> {
+    let fifo_path = locked.fifo_path();
+    let c =
+        CString::new(fifo_path.as_os_str().as_encoded_bytes()).expect("state paths have no NUL");
+    // SAFETY: `c` is a NUL-terminated path alive for the call.
+    sys::check(unsafe { libc::mkfifo(c.as_ptr(), 0o600) })
+        .map_err(Error::io("mkfifo", &fifo_path))?;
+    let fifo = sys::open(&c, libc::O_RDWR, 0).map_err(Error::io("open", &fifo_path))?;
+    let (parent, child) = Channel::pair().map_err(|e| Error::Sys("socketpair", e))?;
+    let fast = init::fast_path(plan);
+    let bundle = st.bundle.to_string_lossy().into_owned();
+    let lock_fd = locked.lock_fd();
+    let cx = InitContext {
+        channel: &child,
+        fifo: &fifo,
+        close_now: &[lock_fd],
+        id: &st.id,
+        bundle: &bundle,
+        preserve_fds: opts.preserve_fds,
+        fast,
+        new_keyring: !opts.no_new_keyring,
+    };
+    let flags = if fast { plan.new_ns as u64 } else { 0 };
+    let first = match sys::clone_fork(flags, None).map_err(|e| Error::Sys("clone", e))? {
+        Forked::Child => {
+            drop(parent);
+            init::child_main(plan, &cx)
+        }
+        Forked::Parent(pid) => pid,
+    };
+    drop(child);
+    drop(fifo);
+    let mut init_pid = if fast { Some(first) } else { None };
+    let record = |st: &mut ContainerState, pid: i32| -> Result<()> {
+        st.pid = pid;
+        st.pid_start_time = state::proc_start(pid).map(|(s, _)| s).unwrap_or(0);
+        locked.save(st)
+    };
+    if let Some(pid) = init_pid {
+        record(st, pid)?;
+    }
+    let mut mounts_ready = false;
+    loop {
+        let msg = parent.recv().map_err(|e| Error::Sys("read from init", e))?;
+        match msg {
+            Some(Message::UserNsCreated) => {
+                namespaces::write_id_maps(first, &plan.uid_maps, &plan.gid_maps, false)?;
+                parent
+                    .send(Message::MapsWritten)
+                    .map_err(|e| Error::Sys("write to init", e))?;
+            }
+            Some(Message::InitPid(pid)) => {
+                let _ = sys::waitpid(first, 0);
+                init_pid = Some(pid);
+                record(st, pid)?;
+            }
+            Some(Message::MountsReady) => mounts_ready = true,
+            Some(Message::Ready) => break,
+            Some(Message::Failed(errno, detail)) => {
+                reap(first, init_pid);
+                return Err(Error::Init {
+                    detail: detail.text(),
+                    source: io::Error::from_raw_os_error(errno),
+                });
+            }
+            Some(m) => {
+                return Err(Error::Sys(
+                    "init protocol",
+                    io::Error::other(format!("unexpected {m:?}")),
+                ));
+            }
+            None => {
+                reap(first, init_pid);
+                return Err(Error::Sys(
+                    "init",
+                    io::Error::other("exited without a word"),
+                ));
+            }
+        }
+        if mounts_ready && let Some(pid) = init_pid {
+            mounts_ready = false;
+            let state = st.hook_json(Status::Creating);
+            for (kind, hooks) in runtime_hooks {
+                for (index, h) in hooks.iter().enumerate() {
+                    crate::hooks::run(h, &state).map_err(|source| Error::Hook {
+                        kind,
+                        index,
+                        path: h.path().clone(),
+                        source,
+                    })?;
+                }
+            }
+            parent
+                .send(Message::InitPid(pid))
+                .map_err(|e| Error::Sys("write to init", e))?;
+            parent
+                .send(Message::Continue)
+                .map_err(|e| Error::Sys("write to init", e))?;
+        }
+    }
+    let pid = init_pid.expect("Ready comes after the pid");
+    st.created_complete = true;
+    locked.save(st)?;
+    if let Some(pf) = &opts.pid_file {
+        write_pid_file(pf, pid)?;
+    }
+    Ok(pid)
+}
+
+fn reap(first: i32, init: Option<i32>) {
+    let _ = sys::waitpid(first, 0);
+    if let Some(p) = init
+        && p != first
+    {
+        let _ = sys::kill(p, libc::SIGKILL);
+    }
+}
+
+/// Writes the pid file atomically, as runc does (engines read it at once).
+fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let tmp = path.with_extension("cella-tmp");
+    std::fs::write(&tmp, pid.to_string()).map_err(Error::io("write pid file", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(Error::io("write pid file", path))
+}
+
+/// Waits until the fifo has no reader left: init has exec'd (its descriptor was
+/// close-on-exec) or died.
+fn wait_reader_gone(fifo: &OwnedFd) {
+    let mut p = libc::pollfd {
+        fd: fifo.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: `p` is one live pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, -1) };
+        if r > 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return;
+        }
+    }
+}
+
+/// Signals `cella run` forwards to the container's init.
+const FORWARDED: [libc::c_int; 8] = [
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+    libc::SIGCHLD,
+];
+
+/// Blocks the forwarded signals (so they queue) and later relays them to init.
+struct SignalForwarder {
+    set: libc::sigset_t,
+}
+
+impl SignalForwarder {
+    fn block() -> SignalForwarder {
+        // SAFETY: `set` is initialised by sigemptyset before any other use; the mask
+        // change affects this (single) thread only. Init resets its mask before exec.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for s in FORWARDED {
+                libc::sigaddset(&mut set, s);
+            }
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            SignalForwarder { set }
+        }
+    }
+
+    /// Relays signals to `pid` until it exits; returns its status as a shell shows it.
+    fn wait_forwarding(&self, pid: i32) -> u8 {
+        loop {
+            // Reap everything that has exited; stop when init has.
+            loop {
+                match sys::waitpid(-1, libc::WNOHANG) {
+                    Ok((0, _)) | Err(_) => break,
+                    Ok((p, status)) if p == pid => return exit_code(status),
+                    Ok(_) => {}
+                }
+            }
+            // SAFETY: `self.set` is an initialised sigset; a null siginfo is allowed.
+            let sig = unsafe { libc::sigwaitinfo(&self.set, std::ptr::null_mut()) };
+            if sig > 0 && sig != libc::SIGCHLD {
+                let _ = sys::kill(pid, sig);
+            }
+        }
+    }
+}
+
+/// A wait status as a shell shows it: the exit code, or 128 + the signal.
+pub fn exit_code(status: libc::c_int) -> u8 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status) as u8
+    } else if libc::WIFSIGNALED(status) {
+        128u8.wrapping_add(libc::WTERMSIG(status) as u8)
+    } else {
+        255
+    }
+}
