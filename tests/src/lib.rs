@@ -132,8 +132,11 @@ pub fn make_busybox_rootfs(dir: &Path) {
     )
     .expect("write passwd");
     fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").expect("write group");
-    fs::set_permissions(dir.join("tmp"), std::os::unix::fs::PermissionsExt::from_mode(0o1777))
-        .expect("chmod tmp");
+    fs::set_permissions(
+        dir.join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .expect("chmod tmp");
 }
 
 /// A fresh OCI bundle directory holding a busybox rootfs and the config that
@@ -267,7 +270,11 @@ impl Drop for Cella {
             for e in entries.flatten() {
                 if e.path().is_dir() {
                     let _ = self
-                        .cmd([OsStr::new("delete"), OsStr::new("--force"), e.file_name().as_os_str()])
+                        .cmd([
+                            OsStr::new("delete"),
+                            OsStr::new("--force"),
+                            e.file_name().as_os_str(),
+                        ])
                         .output();
                 }
             }

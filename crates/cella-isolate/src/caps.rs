@@ -51,7 +51,11 @@ pub const NAMES: [&str; 41] = [
 /// The capability number of `name` (`CAP_NET_RAW` or `net_raw`, any case).
 pub fn from_name(name: &str) -> Option<u32> {
     let upper = name.to_ascii_uppercase();
-    let full = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
     NAMES.iter().position(|n| *n == full).map(|i| i as u32)
 }
 
@@ -94,7 +98,11 @@ impl CapSets {
     /// Runs after the user switch (with PR_SET_KEEPCAPS set before it).
     pub fn apply(&self, last: u32) -> io::Result<()> {
         sys::capset(self.effective, self.permitted, self.inheritable)?;
-        sys::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0)?;
+        sys::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+        )?;
         for cap in 0..=last {
             if self.ambient & (1 << cap) != 0 {
                 sys::prctl(

@@ -52,7 +52,10 @@ pub struct Detail {
 impl Detail {
     /// Builds a detail from pieces, truncating at [`DETAIL_LEN`] bytes.
     pub fn from_parts(parts: &[&[u8]]) -> Detail {
-        let mut d = Detail { len: 0, buf: [0; DETAIL_LEN] };
+        let mut d = Detail {
+            len: 0,
+            buf: [0; DETAIL_LEN],
+        };
         for p in parts {
             let n = p.len().min(DETAIL_LEN - d.len);
             d.buf[d.len..d.len + n].copy_from_slice(&p[..n]);
@@ -120,7 +123,12 @@ impl Channel {
         // SAFETY: the pointer and length describe the live local `frame`; MSG_NOSIGNAL
         // turns a closed peer into EPIPE instead of SIGPIPE.
         let n = unsafe {
-            libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), FRAME, libc::MSG_NOSIGNAL)
+            libc::send(
+                self.fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                FRAME,
+                libc::MSG_NOSIGNAL,
+            )
         };
         if n < 0 {
             return Err(io::Error::last_os_error());
@@ -136,7 +144,10 @@ impl Channel {
             return Ok(None);
         }
         if n != FRAME {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "short channel frame"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "short channel frame",
+            ));
         }
         let tag = u32::from_ne_bytes(frame[0..4].try_into().expect("4 bytes"));
         let a = i32::from_ne_bytes(frame[4..8].try_into().expect("4 bytes"));
@@ -152,7 +163,12 @@ impl Channel {
                     .min(DETAIL_LEN);
                 Message::Failed(a, Detail::from_parts(&[&frame[12..12 + len]]))
             }
-            _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "unknown channel message")),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "unknown channel message",
+                ));
+            }
         };
         Ok(Some(m))
     }
@@ -165,7 +181,10 @@ impl Channel {
                 io::ErrorKind::InvalidData,
                 format!("expected {want:?}, got {m:?}"),
             )),
-            None => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the other side exited")),
+            None => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the other side exited",
+            )),
         }
     }
 }

@@ -140,7 +140,10 @@ mod tests {
 
     #[test]
     fn rlimit_names() {
-        assert_eq!(rlimit_from_name("RLIMIT_NOFILE"), Some(libc::RLIMIT_NOFILE as u32));
+        assert_eq!(
+            rlimit_from_name("RLIMIT_NOFILE"),
+            Some(libc::RLIMIT_NOFILE as u32)
+        );
         assert_eq!(rlimit_from_name("RLIMIT_NOPE"), None);
     }
 }

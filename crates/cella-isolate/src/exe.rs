@@ -40,7 +40,11 @@ fn step(step: &'static str) -> impl FnOnce(io::Error) -> ExeError {
 /// True when this process runs from the sealed copy.
 pub fn is_protected() -> bool {
     std::fs::read_link("/proc/self/exe")
-        .map(|p| p.as_os_str().as_encoded_bytes().starts_with(b"/memfd:cella-sealed"))
+        .map(|p| {
+            p.as_os_str()
+                .as_encoded_bytes()
+                .starts_with(b"/memfd:cella-sealed")
+        })
         .unwrap_or(false)
 }
 
@@ -77,7 +81,10 @@ pub fn ensure_protected() -> Result<(), ExeError> {
             libc::AT_EMPTY_PATH,
         )
     };
-    Err(ExeError::Step { step: "execveat of the sealed copy", source: io::Error::last_os_error() })
+    Err(ExeError::Step {
+        step: "execveat of the sealed copy",
+        source: io::Error::last_os_error(),
+    })
 }
 
 fn cstring(s: OsString) -> CString {
@@ -88,10 +95,14 @@ fn cstring(s: OsString) -> CString {
 
 /// A memfd holding a copy of /proc/self/exe, sealed against every change.
 fn sealed_copy() -> Result<OwnedFd, ExeError> {
-    let src = sys::open(c"/proc/self/exe", libc::O_RDONLY, 0).map_err(step("open /proc/self/exe"))?;
+    let src =
+        sys::open(c"/proc/self/exe", libc::O_RDONLY, 0).map_err(step("open /proc/self/exe"))?;
     // SAFETY: MEMFD_NAME is a NUL-terminated static string; flags are integers.
     let fd = unsafe {
-        libc::memfd_create(MEMFD_NAME.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        libc::memfd_create(
+            MEMFD_NAME.as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
     };
     let fd = sys::check(fd).map_err(step("memfd_create"))?;
     // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
@@ -100,7 +111,12 @@ fn sealed_copy() -> Result<OwnedFd, ExeError> {
         // SAFETY: both descriptors are open; a null offset uses and advances the file
         // positions.
         let n = unsafe {
-            libc::sendfile(memfd.as_raw_fd(), src.as_raw_fd(), std::ptr::null_mut(), 1 << 30)
+            libc::sendfile(
+                memfd.as_raw_fd(),
+                src.as_raw_fd(),
+                std::ptr::null_mut(),
+                1 << 30,
+            )
         };
         match n {
             0 => break,

@@ -160,9 +160,17 @@ impl NsJoin {
         let t = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE) };
         let found = if t < 0 { None } else { NsKind::from_flag(t) };
         if found != Some(kind) {
-            return Err(NsError::WrongType { path: path.to_owned(), want: kind.proc_name(), found });
+            return Err(NsError::WrongType {
+                path: path.to_owned(),
+                want: kind.proc_name(),
+                found,
+            });
         }
-        Ok(NsJoin { kind, fd, path: path.to_owned() })
+        Ok(NsJoin {
+            kind,
+            fd,
+            path: path.to_owned(),
+        })
     }
 
     /// Joins the namespace (in the calling thread).
@@ -184,7 +192,9 @@ pub struct IdMap {
 
 /// The text of a uid_map/gid_map file for `maps`.
 pub fn id_map_text(maps: &[IdMap]) -> String {
-    maps.iter().map(|m| format!("{} {} {}\n", m.inside, m.outside, m.count)).collect()
+    maps.iter()
+        .map(|m| format!("{} {} {}\n", m.inside, m.outside, m.count))
+        .collect()
 }
 
 /// Writes the uid and gid maps of the user namespace `pid` lives in. With
@@ -268,9 +278,16 @@ mod tests {
 
     #[test]
     fn map_and_offset_text() {
-        let m = [IdMap { inside: 0, outside: 100000, count: 65536 }];
+        let m = [IdMap {
+            inside: 0,
+            outside: 100000,
+            count: 65536,
+        }];
         assert_eq!(id_map_text(&m), "0 100000 65536\n");
-        let t = TimeOffsets { monotonic: Some((-5, 0)), boottime: Some((86400, 7)) };
+        let t = TimeOffsets {
+            monotonic: Some((-5, 0)),
+            boottime: Some((86400, 7)),
+        };
         assert_eq!(t.text(), "monotonic -5 0\nboottime 86400 7\n");
     }
 
@@ -279,7 +296,10 @@ mod tests {
         let j = NsJoin::open(NsKind::Net, Path::new("/proc/self/ns/net")).unwrap();
         assert_eq!(j.kind, NsKind::Net);
         let e = NsJoin::open(NsKind::Net, Path::new("/proc/self/ns/uts")).unwrap_err();
-        assert_eq!(e.to_string(), "`/proc/self/ns/uts` is not a net namespace (it is a uts namespace)");
+        assert_eq!(
+            e.to_string(),
+            "`/proc/self/ns/uts` is not a net namespace (it is a uts namespace)"
+        );
         let e = NsJoin::open(NsKind::Net, Path::new("/etc/hostname")).unwrap_err();
         assert!(e.to_string().contains("is not a net namespace"), "{e}");
     }

@@ -155,7 +155,10 @@ const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 /// capset(2) for the calling thread, with 64-bit masks.
 pub fn capset(effective: u64, permitted: u64, inheritable: u64) -> io::Result<()> {
-    let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
     let data = [
         CapData {
             effective: effective as u32,
@@ -171,21 +174,31 @@ pub fn capset(effective: u64, permitted: u64, inheritable: u64) -> io::Result<()
     // SAFETY: version 3 takes a header and an array of two data structs, both live
     // locals laid out as the kernel expects (#[repr(C)]).
     check_long(unsafe {
-        libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr())
+        libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            data.as_ptr(),
+        )
     })
     .map(drop)
 }
 
 /// setrlimit(2) on the calling process.
 pub fn setrlimit(resource: u32, soft: u64, hard: u64) -> io::Result<()> {
-    let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+    let lim = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
     // SAFETY: `lim` is a live, initialised rlimit for the duration of the call.
     check(unsafe { libc::setrlimit(resource as _, &lim) }).map(drop)
 }
 
 /// getrlimit(2) on the calling process: (soft, hard).
 pub fn getrlimit(resource: u32) -> io::Result<(u64, u64)> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: `lim` is a live rlimit the kernel writes into.
     check(unsafe { libc::getrlimit(resource as _, &mut lim) })?;
     Ok((lim.rlim_cur, lim.rlim_max))
@@ -197,8 +210,10 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: integer arguments only; marking descriptors close-on-exec cannot invalidate
     // any memory.
-    check_long(unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) })
-        .map(drop)
+    check_long(unsafe {
+        libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC)
+    })
+    .map(drop)
 }
 
 /// chdir(2).
@@ -216,7 +231,8 @@ pub fn umask(mask: u32) {
 /// open(2) returning an owned descriptor.
 pub fn open(path: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
     // SAFETY: `path` is NUL-terminated and outlives the call.
-    let fd = check(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) })?;
+    let fd =
+        check(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) })?;
     // SAFETY: `fd` was just returned by open and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -256,7 +272,11 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// execve(2). Returns only on failure.
-pub fn execve(path: &CStr, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> io::Error {
+pub fn execve(
+    path: &CStr,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> io::Error {
     debug_assert!(argv.last().is_some_and(|p| p.is_null()));
     debug_assert!(envp.last().is_some_and(|p| p.is_null()));
     // SAFETY: `path` is NUL-terminated; `argv` and `envp` are NULL-terminated arrays of
