@@ -60,9 +60,12 @@ pub enum Forked {
 /// The caller must be single-threaded: the child gets only the calling thread, so any
 /// lock held by another thread would stay locked forever in the child.
 pub fn clone_fork(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> io::Result<Forked> {
+    // With CLONE_PARENT clone3 wants exit_signal 0: the child inherits the caller's
+    // own exit signal (SIGCHLD for every process the runtime makes).
+    let exit_signal = if flags & libc::CLONE_PARENT as u64 != 0 { 0 } else { libc::SIGCHLD as u64 };
     let mut args = CloneArgs {
         flags,
-        exit_signal: libc::SIGCHLD as u64,
+        exit_signal,
         ..CloneArgs::default()
     };
     if let Some(fd) = cgroup {
