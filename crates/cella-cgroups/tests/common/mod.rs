@@ -89,3 +89,42 @@ pub fn in_procs(dir: &Path, pid: i32) -> bool {
         .lines()
         .any(|l| l.trim() == pid.to_string())
 }
+
+/// A shell that waits for a line on stdin before exec'ing `cmd`, so it can be moved into
+/// a cgroup first and then allocate and run there.
+pub struct Gated(pub ChildGuard);
+
+impl Gated {
+    pub fn new(cmd: &str) -> Gated {
+        Gated(ChildGuard(
+            Command::new("sh")
+                .args(["-c", &format!("read x; exec {cmd}")])
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("spawn sh"),
+        ))
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.0.pid()
+    }
+
+    pub fn release(&mut self) {
+        use std::io::Write;
+        let stdin = self.0.0.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"go\n").expect("write stdin");
+        stdin.flush().unwrap();
+    }
+}
+
+/// Poll `f` for up to two seconds.
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed().as_secs() < 2,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
