@@ -602,6 +602,114 @@ mod tests {
         assert_eq!(swap_to_v2(None, Some(100)), None);
     }
 
+    /// A pure-v2 cgroup whose directory does not exist: planning reads nothing from it.
+    fn v2_double() -> Cgroup {
+        Cgroup {
+            layout: Layout::Unified,
+            v1: Vec::new(),
+            unified: Some(crate::UnifiedDir {
+                mount_point: "/nonexistent".into(),
+                base: "/nonexistent".into(),
+                dir: "/nonexistent/c".into(),
+                controllers: ["cpuset", "cpu", "io", "memory", "hugetlb", "pids"]
+                    .map(String::from)
+                    .to_vec(),
+            }),
+        }
+    }
+
+    fn writes(cg: &Cgroup, json: &str) -> Vec<(String, String)> {
+        let res: LinuxResources = serde_json::from_str(json).unwrap();
+        cg.plan(&res)
+            .unwrap()
+            .into_iter()
+            .map(|w| {
+                (
+                    w.path.file_name().unwrap().to_string_lossy().into_owned(),
+                    w.value,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn v2_plan_converts_v1_values() {
+        let got = writes(
+            &v2_double(),
+            r#"{"memory":{"limit":67108864,"swap":134217728,"reservation":33554432},
+                "cpu":{"shares":1024,"quota":50000,"period":100000,"burst":1000,"cpus":"0-1","mems":"0"},
+                "pids":{"limit":-1},
+                "blockIO":{"weight":500,"weightDevice":[{"major":8,"minor":0,"weight":1000}],
+                           "throttleReadBpsDevice":[{"major":8,"minor":0,"rate":1048576}],
+                           "throttleWriteIOPSDevice":[{"major":8,"minor":0,"rate":100}]},
+                "hugepageLimits":[{"pageSize":"2MB","limit":-1}],
+                "unified":{"cpu.weight":"7"}}"#,
+        );
+        let want: Vec<(String, String)> = [
+            ("memory.swap.max", "67108864"),
+            ("memory.max", "67108864"),
+            ("memory.low", "33554432"),
+            ("cpu.weight", "100"),
+            ("cpu.max", "50000 100000"),
+            ("cpu.max.burst", "1000"),
+            ("cpuset.cpus", "0-1"),
+            ("cpuset.mems", "0"),
+            ("pids.max", "max"),
+            ("io.weight", "4950"),
+            ("io.weight", "8:0 10000"),
+            ("io.max", "8:0 rbps=1048576"),
+            ("io.max", "8:0 wiops=100"),
+            ("hugetlb.2MB.max", "max"),
+            // unified keys come last, so they override converted values
+            ("cpu.weight", "7"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn v2_plan_edge_cases() {
+        let cg = v2_double();
+        assert_eq!(
+            writes(&cg, r#"{"cpu":{"period":50000}}"#),
+            vec![("cpu.max".into(), "max 50000".into())]
+        );
+        assert_eq!(
+            writes(&cg, r#"{"memory":{"limit":-1}}"#),
+            vec![
+                ("memory.swap.max".into(), "max".into()),
+                ("memory.max".into(), "max".into())
+            ]
+        );
+        let mut no_mem = v2_double();
+        no_mem
+            .unified
+            .as_mut()
+            .unwrap()
+            .controllers
+            .retain(|c| c != "memory");
+        let res: LinuxResources = serde_json::from_str(r#"{"memory":{"limit":67108864}}"#).unwrap();
+        let e = no_mem.plan(&res).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "linux.resources.memory: the memory controller is needed but it is not available"
+            ),
+            "{e}"
+        );
+        let res: LinuxResources =
+            serde_json::from_str(r#"{"devices":[{"allow":false,"access":"rwm"}]}"#).unwrap();
+        assert!(cg.plan(&res).unwrap().is_empty());
+        assert!(cg.device_program_needed(&res));
+        let res: LinuxResources =
+            serde_json::from_str(r#"{"memory":{"kernelTCP":1048576}}"#).unwrap();
+        assert_eq!(
+            cg.plan(&res).unwrap_err().to_string(),
+            "linux.resources.memory.kernelTCP: is not supported on cgroup v2"
+        );
+    }
+
     #[test]
     fn device_rule_lines() {
         let r: LinuxDeviceCgroup =
