@@ -119,6 +119,19 @@ pub enum CgroupError {
         /// How long we tried.
         millis: u64,
     },
+    /// Loading or attaching the cgroup v2 device program failed.
+    #[error("linux.resources.devices: {op} the eBPF device program for `{path}`{}", verifier_log(.log))]
+    DeviceProgram {
+        /// "load" or "attach".
+        op: &'static str,
+        /// The cgroup directory.
+        path: PathBuf,
+        /// The verifier's log, if it said anything.
+        log: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
     /// Several cleanup steps failed; the first failure is the source.
     #[error("destroy cgroup: {count} step(s) failed (the first is the cause; see `rest`)")]
     Destroy {
@@ -130,6 +143,14 @@ pub enum CgroupError {
         /// The other failures, in order.
         rest: Vec<CgroupError>,
     },
+}
+
+fn verifier_log(log: &str) -> String {
+    if log.is_empty() {
+        String::new()
+    } else {
+        format!(" (verifier: {log})")
+    }
 }
 
 impl CgroupError {
@@ -150,7 +171,8 @@ impl CgroupError {
             | CgroupError::Mkdir { source, .. }
             | CgroupError::Rmdir { source, .. }
             | CgroupError::Statfs { source, .. }
-            | CgroupError::Kill { source, .. } => source.raw_os_error(),
+            | CgroupError::Kill { source, .. }
+            | CgroupError::DeviceProgram { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }

@@ -8,6 +8,7 @@
 //! is parsed and refused with a clear error.
 
 mod control;
+mod devices_bpf;
 mod error;
 mod fs;
 mod mountinfo;
@@ -19,7 +20,7 @@ mod tree;
 mod validate;
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -241,13 +242,59 @@ impl Cgroup {
     }
 
     /// Validate `res` against this host, then write it. Nothing is written if any value
-    /// is invalid.
+    /// is invalid. On pure v2, device rules become an eBPF program that is loaded (and
+    /// verified) before the first write and attached after the last, replacing the one
+    /// attached before.
     pub fn apply(&self, res: &oci_spec::runtime::LinuxResources) -> Result<(), CgroupError> {
         let writes = self.plan(res)?;
+        let program = match (self.layout, res.devices().as_deref(), self.unified_dir()) {
+            (Layout::Unified, Some(rules), Some(dir)) if !rules.is_empty() => {
+                let insns: Vec<u64> = devices_bpf::compile(rules)
+                    .into_iter()
+                    .map(|i| i.encode())
+                    .collect();
+                let prog = sys::load_device_prog(&insns).map_err(|(source, log)| {
+                    CgroupError::DeviceProgram {
+                        op: "load",
+                        path: dir.to_owned(),
+                        log,
+                        source,
+                    }
+                })?;
+                Some((prog, dir))
+            }
+            _ => None,
+        };
         for w in &writes {
             fs::write(&w.path, &w.value)?;
         }
+        if let Some((prog, dir)) = program {
+            let attach_err = |source| CgroupError::DeviceProgram {
+                op: "attach",
+                path: dir.to_owned(),
+                log: String::new(),
+                source,
+            };
+            let cg = std::fs::File::open(dir).map_err(attach_err)?;
+            sys::replace_device_prog(cg.as_fd(), prog.as_fd()).map_err(attach_err)?;
+        }
         Ok(())
+    }
+
+    /// How many device programs are attached to the unified directory (pure v2 only;
+    /// `None` elsewhere). For tests and `cella state`-style diagnostics.
+    pub fn device_programs(&self) -> Result<Option<u32>, CgroupError> {
+        let (Layout::Unified, Some(dir)) = (self.layout, self.unified_dir()) else {
+            return Ok(None);
+        };
+        let err = |source| CgroupError::Open {
+            path: dir.to_owned(),
+            source,
+        };
+        let cg = std::fs::File::open(dir).map_err(err)?;
+        sys::device_progs_attached(cg.as_fd())
+            .map(Some)
+            .map_err(err)
     }
 
     /// Move `pid` into this cgroup in every hierarchy (including name=systemd and unified).

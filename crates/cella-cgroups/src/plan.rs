@@ -569,13 +569,6 @@ impl Cgroup {
         self.hugetlb(res, p, true)?;
         Ok(())
     }
-
-    /// Whether `res` has device rules that cgroup v2 can only enforce with an eBPF
-    /// program (BPF_CGROUP_DEVICE), which cella does not load yet: on a pure v2 host these
-    /// rules are not enforced by [`apply`](Self::apply).
-    pub fn device_program_needed(&self, res: &LinuxResources) -> bool {
-        self.layout == Layout::Unified && res.devices().as_ref().is_some_and(|d| !d.is_empty())
-    }
 }
 
 #[cfg(test)]
@@ -701,7 +694,6 @@ mod tests {
         let res: LinuxResources =
             serde_json::from_str(r#"{"devices":[{"allow":false,"access":"rwm"}]}"#).unwrap();
         assert!(cg.plan(&res).unwrap().is_empty());
-        assert!(cg.device_program_needed(&res));
         let res: LinuxResources =
             serde_json::from_str(r#"{"memory":{"kernelTCP":1048576}}"#).unwrap();
         assert_eq!(

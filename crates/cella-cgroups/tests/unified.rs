@@ -215,3 +215,62 @@ fn clone_into_cgroup_with_the_unified_dir_fd() {
     assert!(found, "child not born in the cgroup");
     cg.destroy().unwrap();
 }
+
+/// Run `script` with sh inside the cgroup (joined before the script starts) and return
+/// its output.
+fn run_in(cg: &Cgroup, script: &str) -> String {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    let mut child = ChildGuard(
+        Command::new("sh")
+            .args(["-c", &format!("read x; {script}")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    cg.add_process(child.pid()).unwrap();
+    child.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let mut out = String::new();
+    child
+        .0
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child.0.wait().unwrap();
+    out
+}
+
+#[test]
+fn device_rules_become_an_ebpf_program_on_cgroup2() {
+    let Some(g) = v2("v2dev") else { return };
+    let cg = &g.0;
+    cg.create().unwrap();
+    let script = "(: </dev/null) 2>/dev/null && echo null-ok || echo null-denied; \
+                  (: </dev/zero) 2>/dev/null && echo zero-ok || echo zero-denied; \
+                  (: >/dev/full) 2>/dev/null && echo full-ok || echo full-denied";
+    assert_eq!(
+        run_in(cg, script),
+        "null-ok\nzero-ok\nfull-ok\n",
+        "before any rules"
+    );
+    let res: oci_spec::runtime::LinuxResources = serde_json::from_str(
+        r#"{"devices":[{"allow":false,"access":"rwm"},
+                       {"allow":true,"type":"c","major":1,"minor":3,"access":"rwm"},
+                       {"allow":true,"type":"c","major":1,"minor":7,"access":"r"}]}"#,
+    )
+    .unwrap();
+    cg.apply(&res).unwrap();
+    assert_eq!(cg.device_programs().unwrap(), Some(1));
+    // /dev/null allowed; /dev/zero denied; /dev/full (1:7) readable but not writable.
+    assert_eq!(run_in(cg, script), "null-ok\nzero-denied\nfull-denied\n");
+    // Re-applying replaces the program instead of stacking a second one.
+    let allow_all: oci_spec::runtime::LinuxResources =
+        serde_json::from_str(r#"{"devices":[{"allow":true,"access":"rwm"}]}"#).unwrap();
+    cg.apply(&allow_all).unwrap();
+    assert_eq!(cg.device_programs().unwrap(), Some(1));
+    assert_eq!(run_in(cg, script), "null-ok\nzero-ok\nfull-ok\n");
+    cg.destroy().unwrap();
+}
