@@ -176,11 +176,20 @@ impl Cgroup {
     /// kernel has it; otherwise the cgroup is frozen first so no process can fork past
     /// the signal, and for SIGKILL this repeats until the cgroup is empty.
     pub fn kill_all(&self, signal: i32) -> Result<(), CgroupError> {
+        // A paused container stays paused for other signals; SIGKILL must be able to land.
+        let was_frozen = self
+            .freezer_state()
+            .is_ok_and(|s| s != FreezerState::Thawed);
         if signal == libc::SIGKILL {
             if let Some(u) = self.unified_dir() {
                 let kill = u.join("cgroup.kill");
                 if kill.exists() {
                     fs::write(&kill, "1")?;
+                    // Tasks stopped by a v1 freezer die only once thawed; the SIGKILL is
+                    // already pending, so they run no user code on the way out.
+                    if was_frozen && self.v1_dir("freezer").is_some() {
+                        self.thaw()?;
+                    }
                     self.wait_empty(u)?;
                     if self.layout == crate::Layout::Unified {
                         return Ok(());
@@ -191,7 +200,7 @@ impl Cgroup {
         }
         let start = Instant::now();
         loop {
-            let frozen = self.freezer().is_some() && self.freeze().is_ok();
+            let froze = self.freezer().is_some() && (was_frozen || self.freeze().is_ok());
             let pids = self.pids()?;
             let mut result = Ok(());
             for &pid in &pids {
@@ -205,7 +214,7 @@ impl Cgroup {
                     }
                 }
             }
-            if frozen {
+            if froze && (signal == libc::SIGKILL || !was_frozen) {
                 self.thaw()?;
             }
             result?;

@@ -177,3 +177,33 @@ fn kill_all_without_cgroup_kill_freezes_and_signals_until_empty() {
     assert_eq!(v1_only.freezer_state().unwrap(), FreezerState::Thawed);
     g.0.destroy().unwrap();
 }
+
+#[test]
+fn a_paused_cgroup_stays_paused_for_sigterm_and_is_destroyed_by_force() {
+    let Some(g) = guard("paused") else { return };
+    let cg = &g.0;
+    let mut a = sleeper();
+    cg.add_process(a.pid()).unwrap();
+    cg.freeze().unwrap();
+    cg.kill_all(libc::SIGTERM).unwrap();
+    assert_eq!(
+        cg.freezer_state().unwrap(),
+        FreezerState::Frozen,
+        "kill must not resume a paused container"
+    );
+    assert!(
+        a.0.try_wait().unwrap().is_none(),
+        "a frozen process cannot act on SIGTERM yet"
+    );
+    // delete --force on a paused container.
+    cg.destroy().unwrap();
+    for d in cg.dirs() {
+        assert!(!d.exists(), "{} left behind", d.display());
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let sig = a.0.wait().unwrap().signal();
+    assert!(
+        sig == Some(libc::SIGTERM) || sig == Some(libc::SIGKILL),
+        "{sig:?}"
+    );
+}
