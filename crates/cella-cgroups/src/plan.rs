@@ -165,6 +165,21 @@ impl Cgroup {
                 ),
             ));
         }
+        // Once created, the leaf shows what its parent really enabled (enabling fails
+        // silently-but-recorded when the parent holds processes).
+        if ctrl != "cgroup" {
+            if let Some(leaf) = fs::read_opt(&u.dir.join("cgroup.controllers"))? {
+                if !leaf.split_whitespace().any(|c| c == ctrl) {
+                    return Err(CgroupError::invalid(
+                        field(f),
+                        format!(
+                            "the {ctrl} controller is not enabled for `{}` (its parent's cgroup.subtree_control lacks it; a parent that holds processes cannot enable controllers)",
+                            u.dir.display()
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(&u.dir)
     }
 
@@ -227,11 +242,22 @@ impl Cgroup {
                 if limit == -1 && swap == 0 {
                     swap = -1;
                 }
-                if swap != 0 && !d.join("memory.memsw.limit_in_bytes").exists() && d.exists() {
+                // The hierarchy root has the file too, so this works before create.
+                let root = self
+                    .v1
+                    .iter()
+                    .find(|h| h.dir == d)
+                    .map_or(d.clone(), |h| h.mount_point.clone());
+                let have_memsw = root.join("memory.memsw.limit_in_bytes").exists();
+                if swap > 0 && !have_memsw {
                     return Err(CgroupError::invalid(
                         field("memory.swap"),
                         "swap accounting is off in this kernel (no memory.memsw.limit_in_bytes)",
                     ));
+                }
+                if !have_memsw {
+                    // Without swap accounting there is no memsw limit to lift.
+                    swap = 0;
                 }
                 let lim = |p: &mut Plan| p.push(&d, "memory.limit_in_bytes", num_v1(limit));
                 let sw = |p: &mut Plan| p.push(&d, "memory.memsw.limit_in_bytes", num_v1(swap));
