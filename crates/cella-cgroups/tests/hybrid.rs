@@ -52,11 +52,7 @@ fn paths_follow_runc_cgroupfs_semantics() {
     if let Some(mem) = cg.v1.iter().find(|d| d.controllers == ["memory"]) {
         let mine = own
             .lines()
-            .find_map(|l| {
-                l.strip_suffix("")
-                    .and_then(|l| l.split_once(":memory:"))
-                    .map(|(_, p)| p.to_string())
-            })
+            .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()))
             .unwrap();
         assert_eq!(
             mem.dir,
