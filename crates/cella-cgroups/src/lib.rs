@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 pub use control::FreezerState;
 pub use error::CgroupError;
 pub use mountinfo::{Layout, detect};
-pub use plan::Write;
+pub use plan::{Write, blkio_weight_to_io_weight, cpu_shares_to_weight, swap_to_v2};
 pub use stats::{
     BlkioEntry, BlkioStats, CpuStats, CpuUsage, HugetlbStats, MemoryEntry, MemoryStats, PidsStats,
     Stats, Throttling,
