@@ -221,13 +221,15 @@ impl Cella {
         c
     }
 
-    /// Runs `cella --root <root> <args...>` and returns its output.
+    /// Runs `cella --root <root> <args...>` and returns its output. Output goes
+    /// through files, not pipes: a detached container inherits cella's stdout and
+    /// stderr, and would hold a pipe open long after cella exits.
     pub fn output<I, S>(&self, args: I) -> Output
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.cmd(args).output().expect("spawn cella")
+        output_via_files(self.cmd(args))
     }
 
     /// Runs `args` and panics with both output streams unless it succeeded.
@@ -281,6 +283,24 @@ impl Drop for Cella {
         }
         let _ = fs::remove_dir_all(&self.root);
     }
+}
+
+/// Runs `cmd` with stdout and stderr sent to temporary files, and reads them back once
+/// the command itself has exited (children it leaves behind do not delay this).
+pub fn output_via_files(mut cmd: Command) -> Output {
+    let base = scratch_root().join(unique("out"));
+    let (o, e) = (base.with_extension("stdout"), base.with_extension("stderr"));
+    cmd.stdout(fs::File::create(&o).expect("create stdout file"));
+    cmd.stderr(fs::File::create(&e).expect("create stderr file"));
+    let status = cmd.status().expect("spawn");
+    let out = Output {
+        status,
+        stdout: fs::read(&o).unwrap_or_default(),
+        stderr: fs::read(&e).unwrap_or_default(),
+    };
+    let _ = fs::remove_file(o);
+    let _ = fs::remove_file(e);
+    out
 }
 
 /// Both output streams and the exit status, for assertion messages.

@@ -9,4 +9,5 @@ pub mod channel;
 pub mod creds;
 pub mod exe;
 pub mod namespaces;
+pub mod rootfs;
 pub mod sys;

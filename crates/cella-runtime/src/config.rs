@@ -20,7 +20,7 @@ pub fn load(bundle: &Path) -> Result<Spec> {
     let de = &mut serde_json::Deserializer::from_slice(&bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
-        let field = if field == "." {
+        let field = if field == "." || field == "?" {
             "(document)".to_owned()
         } else {
             field

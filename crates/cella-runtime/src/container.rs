@@ -40,6 +40,7 @@ pub struct CreateOptions {
 #[derive(Clone, Debug)]
 pub struct Runtime {
     store: Store,
+    systemd_cgroup: bool,
 }
 
 /// What a successful operation wants the user told (warnings).
@@ -50,7 +51,14 @@ impl Runtime {
     pub fn new(root: impl Into<PathBuf>) -> Runtime {
         Runtime {
             store: Store::new(root),
+            systemd_cgroup: false,
         }
+    }
+
+    /// Uses the systemd cgroup driver (`--systemd-cgroup`).
+    pub fn with_systemd_cgroup(mut self, on: bool) -> Runtime {
+        self.systemd_cgroup = on;
+        self
     }
 
     /// The state root.
@@ -78,6 +86,15 @@ impl Runtime {
         }
         let hooks = spec.hooks().as_ref();
         let list = |h: Option<&Vec<Hook>>| h.cloned().unwrap_or_default();
+        let linux = spec.linux().as_ref().expect("plan checked linux");
+        let resources = crate::resources::with_default_devices(linux)?;
+        let cgroups_path = linux
+            .cgroups_path()
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned());
+        let cgroup = cella_cgroups::Cgroup::new(cgroups_path.as_deref(), id, self.systemd_cgroup)?;
+        cella_cgroups::validate(&resources, cgroup.layout)?;
+        let mut warnings = plan.warnings.clone();
         let mut st = ContainerState {
             oci_version: spec.version().clone(),
             id: id.to_owned(),
@@ -94,6 +111,7 @@ impl Runtime {
                 .into_iter()
                 .collect(),
             created_complete: false,
+            cgroup: Some(cgroup),
             poststop: list(hooks.and_then(|h| h.poststop().as_ref())),
             poststart: list(hooks.and_then(|h| h.poststart().as_ref())),
         };
@@ -108,8 +126,10 @@ impl Runtime {
         // Validation is over: from here on every resource is recorded before it is made.
         let locked = self.store.create(id)?;
         locked.save(&st)?;
-        match spawn(&plan, &locked, &mut st, opts, &runtime_hooks) {
-            Ok(pid) => Ok((pid, plan.warnings)),
+        let made = make_cgroup(&locked, &mut st, &resources, &mut warnings)
+            .and_then(|()| spawn(&plan, &locked, &mut st, opts, &runtime_hooks));
+        match made {
+            Ok(pid) => Ok((pid, warnings)),
             Err(e) => {
                 let cleanup = destroy(locked, &st).err().into_iter().collect::<Vec<_>>();
                 if cleanup.is_empty() {
@@ -293,6 +313,38 @@ impl Runtime {
     }
 }
 
+/// Creates the cgroup the state already records and applies the limits. An
+/// unprivileged user without a delegated hierarchy runs without one, with a warning.
+fn make_cgroup(
+    locked: &Locked,
+    st: &mut ContainerState,
+    resources: &oci_spec::runtime::LinuxResources,
+    warnings: &mut Warnings,
+) -> Result<()> {
+    let Some(cg) = st.cgroup.clone() else {
+        return Ok(());
+    };
+    if let Err(e) = cg.create() {
+        let denied = matches!(
+            e.raw_os_error(),
+            Some(libc::EACCES | libc::EPERM | libc::EROFS)
+        );
+        if sys::geteuid() != 0 && denied {
+            let _ = cg.destroy();
+            st.cgroup = None;
+            locked.save(st)?;
+            warnings.push(format!(
+                "no cgroup: {} (the cgroup hierarchy is not delegated to this user); resource limits are not applied",
+                crate::error_chain(&e)
+            ));
+            return Ok(());
+        }
+        return Err(e.into());
+    }
+    cg.apply(resources)?;
+    Ok(())
+}
+
 fn load(locked: &Locked) -> Result<ContainerState> {
     locked.load()?.ok_or_else(|| Error::BadStatus {
         id: locked.id.clone(),
@@ -326,12 +378,21 @@ fn destroy(locked: Locked, st: &ContainerState) -> Result<()> {
         }
         let _ = sys::waitpid(st.pid, libc::WNOHANG);
     }
+    if let Some(cg) = &st.cgroup {
+        let _ = cg.kill_all(libc::SIGKILL);
+        cg.destroy()?;
+    }
     locked.remove()
 }
 
-/// Every process in the container: those sharing init's pid namespace when it has its
-/// own, else init alone.
+/// Every process in the container: those in its cgroup; without a cgroup, those
+/// sharing init's pid namespace when it has its own, else init alone.
 fn container_pids(st: &ContainerState) -> Result<Vec<i32>> {
+    if let Some(cg) = &st.cgroup {
+        let mut pids = cg.pids()?;
+        pids.sort();
+        return Ok(pids);
+    }
     let ns = namespaces::ns_inode(st.pid, NsKind::Pid)
         .map_err(|e| Error::Sys("read init's pid namespace", e))?;
     let host = namespaces::ns_inode(sys::getpid(), NsKind::Pid)
@@ -385,7 +446,25 @@ fn spawn(
         new_keyring: !opts.no_new_keyring,
     };
     let flags = if fast { plan.new_ns as u64 } else { 0 };
-    let first = match sys::clone_fork(flags, None).map_err(|e| Error::Sys("clone", e))? {
+    // On cgroup v2, spawn straight into the cgroup: no migration, no global rwsem.
+    let cg = st.cgroup.clone();
+    let cg_fd = match &cg {
+        Some(c) => c.open_unified_dir()?,
+        None => None,
+    };
+    let into_cgroup = cg_fd.is_some()
+        && cg
+            .as_ref()
+            .is_some_and(|c| c.layout == cella_cgroups::Layout::Unified);
+    let first = match sys::clone_fork(
+        flags,
+        cg_fd
+            .as_ref()
+            .filter(|_| into_cgroup)
+            .map(|f| std::os::fd::AsFd::as_fd(f)),
+    )
+    .map_err(|e| Error::Sys("clone", e))?
+    {
         Forked::Child => {
             drop(parent);
             init::child_main(plan, &cx)
@@ -398,7 +477,14 @@ fn spawn(
     let record = |st: &mut ContainerState, pid: i32| -> Result<()> {
         st.pid = pid;
         st.pid_start_time = state::proc_start(pid).map(|(s, _)| s).unwrap_or(0);
-        locked.save(st)
+        locked.save(st)?;
+        // Before init is told to go on, so nothing it starts escapes the limits.
+        if let Some(c) = &cg
+            && !into_cgroup
+        {
+            c.add_process(pid)?;
+        }
+        Ok(())
     };
     if let Some(pid) = init_pid {
         record(st, pid)?;

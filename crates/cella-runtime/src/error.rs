@@ -91,6 +91,9 @@ pub enum Error {
     /// Planning the rootfs failed.
     #[error(transparent)]
     Rootfs(#[from] cella_isolate::rootfs::RootfsError),
+    /// A cgroup operation failed; invalid resources name their `linux.resources` field.
+    #[error("cgroup")]
+    Cgroup(#[from] cella_cgroups::CgroupError),
     /// Protecting the runtime binary failed.
     #[error(transparent)]
     Exe(#[from] cella_isolate::exe::ExeError),

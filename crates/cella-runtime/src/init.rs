@@ -117,7 +117,9 @@ fn userns_handshake(cx: &InitContext<'_>) -> Step<()> {
     sys::setresuid(0).map_err(fail("setresuid", b"0 in the user namespace"))?;
     // Changing credentials cleared the dumpable flag, which hands /proc/self to the
     // host's root, unmapped here: restore it so init can write its own /proc files.
-    sys::prctl(libc::PR_SET_DUMPABLE, 1, 0).map(drop).map_err(fail("set", b"dumpable"))
+    sys::prctl(libc::PR_SET_DUMPABLE, 1, 0)
+        .map(drop)
+        .map_err(fail("set", b"dumpable"))
 }
 
 /// State JSON for hooks run by init.

@@ -35,6 +35,10 @@ pub struct ContainerState {
     pub annotations: std::collections::BTreeMap<String, String>,
     /// True once `create` finished; false means creation was interrupted.
     pub created_complete: bool,
+    /// The container's cgroup, recorded before it is created (None: rootless without
+    /// a delegated hierarchy).
+    #[serde(default)]
+    pub cgroup: Option<cella_cgroups::Cgroup>,
     /// The poststop hooks to run on delete.
     #[serde(default)]
     pub poststop: Vec<oci_spec::runtime::Hook>,
@@ -302,7 +306,13 @@ impl ContainerState {
         if locked.fifo_path().exists() {
             return Status::Created;
         }
-        if is_frozen(self.pid) {
+        let frozen = match &self.cgroup {
+            Some(cg) => cg
+                .freezer_state()
+                .is_ok_and(|f| f == cella_cgroups::FreezerState::Frozen),
+            None => false,
+        };
+        if frozen {
             return Status::Paused;
         }
         Status::Running
@@ -340,35 +350,6 @@ impl ContainerState {
         }))
         .expect("state serializes")
     }
-}
-
-/// True when `pid` is in a frozen cgroup (v1 freezer or v2 cgroup.freeze).
-fn is_frozen(pid: i32) -> bool {
-    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
-        return false;
-    };
-    for line in text.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (_, ctrl, path) = (
-            parts.next(),
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or(""),
-        );
-        if ctrl == "freezer" {
-            let f = format!("/sys/fs/cgroup/freezer{path}/freezer.state");
-            if fs::read_to_string(f).is_ok_and(|s| s.trim() == "FROZEN") {
-                return true;
-            }
-        } else if ctrl.is_empty() {
-            for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
-                let f = format!("{base}{path}/cgroup.freeze");
-                if fs::read_to_string(f).is_ok_and(|s| s.trim() == "1") {
-                    return true;
-                }
-            }
-        }
-    }
-    false
 }
 
 /// The user name of `uid` from /etc/passwd, or the number.

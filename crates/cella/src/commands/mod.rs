@@ -41,7 +41,7 @@ fn unsafe_uid() -> u32 {
 
 /// The runtime for this invocation's global flags.
 pub fn runtime(cli: &Cli) -> Runtime {
-    Runtime::new(state_root(cli))
+    Runtime::new(state_root(cli)).with_systemd_cgroup(cli.systemd_cgroup)
 }
 
 /// Prints warnings a library handed back.
