@@ -62,7 +62,11 @@ pub enum Forked {
 pub fn clone_fork(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> io::Result<Forked> {
     // With CLONE_PARENT clone3 wants exit_signal 0: the child inherits the caller's
     // own exit signal (SIGCHLD for every process the runtime makes).
-    let exit_signal = if flags & libc::CLONE_PARENT as u64 != 0 { 0 } else { libc::SIGCHLD as u64 };
+    let exit_signal = if flags & libc::CLONE_PARENT as u64 != 0 {
+        0
+    } else {
+        libc::SIGCHLD as u64
+    };
     let mut args = CloneArgs {
         flags,
         exit_signal,
