@@ -353,35 +353,38 @@ fn load(locked: &Locked) -> Result<ContainerState> {
     })
 }
 
-/// Kills what the state records and removes the state directory.
+/// Kills what the state records and removes it: the cgroup (whose removal kills every
+/// process still in it), then the state directory. Without a cgroup (rootless, not
+/// delegated), the processes of init's pid namespace are killed one by one.
 fn destroy(locked: Locked, st: &ContainerState) -> Result<()> {
-    if st.pid > 0
-        && let Some((start, _)) = state::proc_start(st.pid)
-        && start == st.pid_start_time
-    {
-        let pids = container_pids(st).unwrap_or_default();
-        for p in pids.iter().copied().chain(std::iter::once(st.pid)) {
-            let _ = sys::kill(p, libc::SIGKILL);
-        }
-        // Reap it if it is our child; otherwise wait for it to go.
-        let _ = sys::waitpid(st.pid, libc::WNOHANG);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while state::proc_start(st.pid).is_some_and(|(s, z)| s == st.pid_start_time && !z) {
-            if Instant::now() > deadline {
-                return Err(Error::Sys(
-                    "wait for init to die",
-                    io::ErrorKind::TimedOut.into(),
-                ));
+    let init_alive = st.pid > 0
+        && state::proc_start(st.pid)
+            .is_some_and(|(start, zombie)| start == st.pid_start_time && !zombie);
+    if init_alive {
+        let _ = sys::kill(st.pid, libc::SIGKILL);
+    }
+    match &st.cgroup {
+        Some(cg) => cg.destroy()?,
+        None if init_alive => {
+            for p in container_pids(st).unwrap_or_default() {
+                let _ = sys::kill(p, libc::SIGKILL);
             }
-            let _ = sys::waitpid(st.pid, libc::WNOHANG);
-            std::thread::sleep(Duration::from_millis(1));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while state::proc_start(st.pid).is_some_and(|(s, z)| s == st.pid_start_time && !z) {
+                if Instant::now() > deadline {
+                    return Err(Error::Sys(
+                        "wait for init to die",
+                        io::ErrorKind::TimedOut.into(),
+                    ));
+                }
+                let _ = sys::waitpid(st.pid, libc::WNOHANG);
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
-        let _ = sys::waitpid(st.pid, libc::WNOHANG);
+        None => {}
     }
-    if let Some(cg) = &st.cgroup {
-        let _ = cg.kill_all(libc::SIGKILL);
-        cg.destroy()?;
-    }
+    // Reap init when it is our child (run, or a failed create).
+    let _ = sys::waitpid(st.pid, libc::WNOHANG);
     locked.remove()
 }
 
