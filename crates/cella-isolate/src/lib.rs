@@ -1,1 +1,2 @@
 //! Kernel primitives for isolation.
+pub mod rootfs;
