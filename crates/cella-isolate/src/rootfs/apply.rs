@@ -42,8 +42,12 @@ pub(crate) trait MountSys {
     /// A place resolved inside a root (an O_PATH fd for the real kernel).
     type Node;
     /// Resolves absolute `path` inside the tree at `root` (see [`safepath`]).
-    fn resolve(&mut self, root: &CStr, path: &CStr, create: Create)
-    -> Result<Self::Node, ResolveError>;
+    fn resolve(
+        &mut self,
+        root: &CStr,
+        path: &CStr,
+        create: Create,
+    ) -> Result<Self::Node, ResolveError>;
     /// mount(2).
     fn mount(
         &mut self,
@@ -285,7 +289,9 @@ fn mount_one<S: MountSys>(
                     .map_err(|e| resolve_err(&dest_field(), dest, e))?;
                 let mut flags = libc::MS_REMOUNT | libc::MS_BIND | extra;
                 if plan.in_userns {
-                    flags |= sys.mount_flags(Target::Node(&top)).map_err(fail("statvfs"))?
+                    flags |= sys
+                        .mount_flags(Target::Node(&top))
+                        .map_err(fail("statvfs"))?
                         & LOCKED_FLAGS;
                 }
                 sys.mount(None, Target::Node(&top), None, flags, None)
@@ -436,8 +442,7 @@ fn own_cgroup<'a>(content: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
 fn same_set(a: &[u8], b: &[u8]) -> bool {
     let items = |s: &[u8]| s.split(|&c| c == b',').filter(|x| !x.is_empty()).count();
     items(a) == items(b)
-        && a
-            .split(|&c| c == b',')
+        && a.split(|&c| c == b',')
             .filter(|x| !x.is_empty())
             .all(|x| b.split(|&c| c == b',').any(|y| y == x))
 }
@@ -523,24 +528,41 @@ pub(crate) fn pivot<S: MountSys>(plan: &RootfsPlan, sys: &mut S) -> Result<(), R
     let root = plan.rootfs.as_c_str();
     let f = "root.path";
     if !plan.new_mount_ns {
-        sys.chroot(root).map_err(|e| RootfsError::sys(f, "chroot", root, e))?;
+        sys.chroot(root)
+            .map_err(|e| RootfsError::sys(f, "chroot", root, e))?;
     } else if plan.no_pivot {
-        sys.chdir(root).map_err(|e| RootfsError::sys(f, "chdir", root, e))?;
-        sys.mount(Some(Target::Path(root)), Target::Path(c"/"), None, libc::MS_MOVE, None)
-            .map_err(|e| RootfsError::sys(f, "move mount", root, e))?;
-        sys.chroot(c".").map_err(|e| RootfsError::sys(f, "chroot", root, e))?;
+        sys.chdir(root)
+            .map_err(|e| RootfsError::sys(f, "chdir", root, e))?;
+        sys.mount(
+            Some(Target::Path(root)),
+            Target::Path(c"/"),
+            None,
+            libc::MS_MOVE,
+            None,
+        )
+        .map_err(|e| RootfsError::sys(f, "move mount", root, e))?;
+        sys.chroot(c".")
+            .map_err(|e| RootfsError::sys(f, "chroot", root, e))?;
     } else {
         // pivot_root(".", ".") stacks the old root on top of the new one; making it a
         // slave before the lazy unmount keeps the unmount from propagating to the host.
-        sys.chdir(root).map_err(|e| RootfsError::sys(f, "chdir", root, e))?;
+        sys.chdir(root)
+            .map_err(|e| RootfsError::sys(f, "chdir", root, e))?;
         sys.pivot_root(c".", c".")
             .map_err(|e| RootfsError::sys(f, "pivot_root", root, e))?;
-        sys.mount(None, Target::Path(c"."), None, libc::MS_SLAVE | libc::MS_REC, None)
-            .map_err(|e| RootfsError::sys(f, "make slave", c"old root", e))?;
+        sys.mount(
+            None,
+            Target::Path(c"."),
+            None,
+            libc::MS_SLAVE | libc::MS_REC,
+            None,
+        )
+        .map_err(|e| RootfsError::sys(f, "make slave", c"old root", e))?;
         sys.umount(c".", libc::MNT_DETACH)
             .map_err(|e| RootfsError::sys(f, "umount", c"old root", e))?;
     }
-    sys.chdir(c"/").map_err(|e| RootfsError::sys(f, "chdir", c"/", e))?;
+    sys.chdir(c"/")
+        .map_err(|e| RootfsError::sys(f, "chdir", c"/", e))?;
     if let Some(p) = plan.final_propagation {
         sys.mount(None, Target::Path(c"/"), None, p, None)
             .map_err(|e| RootfsError::sys("linux.rootfsPropagation", "mount", c"/", e))?;
@@ -571,7 +593,8 @@ pub(crate) fn finish<S: MountSys>(plan: &RootfsPlan, sys: &mut S) -> Result<(), 
         let top = sys
             .resolve(root, &r.path, Create::Nothing)
             .map_err(|e| resolve_err(&r.field, &r.path, e))?;
-        remount_ro(sys, Target::Node(&top)).map_err(|e| RootfsError::sys(&r.field, "remount", &r.path, e))?;
+        remount_ro(sys, Target::Node(&top))
+            .map_err(|e| RootfsError::sys(&r.field, "remount", &r.path, e))?;
     }
     for mp in &plan.masked_paths {
         let node = match sys.resolve(root, &mp.path, Create::Nothing) {

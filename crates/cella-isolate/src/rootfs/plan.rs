@@ -168,7 +168,10 @@ impl HostFacts {
                     .filter(|o| !o.contains('=') || o.starts_with("name="))
                     .filter(|o| !matches!(*o, "xattr" | "noprefix" | "clone_children"))
                     .collect();
-                let name = mp.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
+                let name = mp
+                    .file_name()
+                    .map(|n| n.as_bytes().to_vec())
+                    .unwrap_or_default();
                 let key = if fstype == "cgroup2" {
                     Vec::new()
                 } else {
@@ -215,7 +218,10 @@ fn unescape_mountinfo(s: &str) -> PathBuf {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -289,7 +295,9 @@ fn option(word: &str) -> Option<Opt> {
 /// types bare words go to the filesystem, which is the only one that knows them.
 fn fs_words(fstype: &str) -> Option<&'static [&'static str]> {
     Some(match fstype {
-        "tmpfs" => &["inode32", "inode64", "noswap", "quota", "usrquota", "grpquota"],
+        "tmpfs" => &[
+            "inode32", "inode64", "noswap", "quota", "usrquota", "grpquota",
+        ],
         "devpts" => &["newinstance"],
         "overlay" => &["userxattr", "volatile"],
         "proc" | "sysfs" | "mqueue" | "cgroup" | "cgroup2" => &[],
@@ -341,7 +349,9 @@ fn propagation_flag(field: &str, value: &str) -> Result<c_ulong, RootfsError> {
         Some(Opt::Propagation(f)) => Ok(f),
         _ => Err(invalid(
             field,
-            format!("unknown propagation {value:?} (want private, shared, slave, unbindable or their r-variants)"),
+            format!(
+                "unknown propagation {value:?} (want private, shared, slave, unbindable or their r-variants)"
+            ),
         )),
     }
 }
@@ -433,7 +443,16 @@ pub(crate) fn plan(
 
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         let field = format!("mounts[{i}]");
-        let step = plan_mount(&field, m, bundle, opts, host, new_netns, new_cgroupns, &label)?;
+        let step = plan_mount(
+            &field,
+            m,
+            bundle,
+            opts,
+            host,
+            new_netns,
+            new_cgroupns,
+            &label,
+        )?;
         if step.destination.as_bytes() == b"/dev" && matches!(step.kind, MountKind::Bind { .. }) {
             plan.setup_dev = false;
         }
@@ -483,7 +502,12 @@ pub(crate) fn plan(
     if !plan.new_mount_ns {
         let used = [
             ("mounts", !plan.mounts.is_empty()),
-            ("linux.devices", linux.and_then(|l| l.devices().as_ref()).is_some_and(|d| !d.is_empty())),
+            (
+                "linux.devices",
+                linux
+                    .and_then(|l| l.devices().as_ref())
+                    .is_some_and(|d| !d.is_empty()),
+            ),
             ("linux.maskedPaths", !plan.masked_paths.is_empty()),
             ("linux.readonlyPaths", !plan.readonly_paths.is_empty()),
             ("root.readonly", plan.readonly_root),
@@ -542,7 +566,10 @@ fn plan_mount(
             Some(Opt::Propagation(f)) => propagation.push(f),
             Some(Opt::Bind { recursive }) => bind = Some(bind.unwrap_or(false) || recursive),
             None if o == "idmap" || o == "ridmap" => {
-                return Err(invalid(&opt_field, format!("{o:?}: id-mapped mounts are not supported")));
+                return Err(invalid(
+                    &opt_field,
+                    format!("{o:?}: id-mapped mounts are not supported"),
+                ));
             }
             None if o == "tmpcopyup" => {
                 return Err(invalid(&opt_field, "\"tmpcopyup\" is not supported"));
@@ -580,12 +607,19 @@ fn plan_mount(
             flags,
             data: None,
             propagation,
-            create: if meta.is_dir() { Create::Dir } else { Create::File },
+            create: if meta.is_dir() {
+                Create::Dir
+            } else {
+                Create::File
+            },
         });
     }
 
     if fstype.is_empty() {
-        return Err(invalid(format!("{field}.type"), "missing (and the mount is not a bind mount)"));
+        return Err(invalid(
+            format!("{field}.type"),
+            "missing (and the mount is not a bind mount)",
+        ));
     }
     if let Some(words) = fs_words(fstype)
         && let Some(o) = data.iter().find(|o| !o.contains('=') && !words.contains(o))
@@ -611,7 +645,8 @@ fn plan_mount(
     } else {
         Some(cstr(&opt_field, &data)?)
     };
-    let source_c = CString::new(source).map_err(|_| invalid(format!("{field}.source"), "contains a NUL byte"))?;
+    let source_c = CString::new(source)
+        .map_err(|_| invalid(format!("{field}.source"), "contains a NUL byte"))?;
 
     let kind = match fstype {
         "sysfs" if opts.in_user_namespace && !new_netns => {
@@ -673,7 +708,10 @@ fn plan_devices(
         let field = format!("linux.devices[{i}]");
         let path_field = format!("{field}.path");
         let clean = clean_absolute(d.path()).ok_or_else(|| {
-            invalid(&path_field, format!("{:?} is not an absolute path", d.path()))
+            invalid(
+                &path_field,
+                format!("{:?} is not an absolute path", d.path()),
+            )
         })?;
         if clean == Path::new("/") {
             return Err(invalid(&path_field, "\"/\" is not a device path"));
@@ -692,10 +730,18 @@ fn plan_devices(
         let (major, minor) = if kind == libc::S_IFIFO {
             (0, 0)
         } else {
-            let major = u32::try_from(d.major())
-                .map_err(|_| invalid(format!("{field}.major"), format!("{} is out of range", d.major())))?;
-            let minor = u32::try_from(d.minor())
-                .map_err(|_| invalid(format!("{field}.minor"), format!("{} is out of range", d.minor())))?;
+            let major = u32::try_from(d.major()).map_err(|_| {
+                invalid(
+                    format!("{field}.major"),
+                    format!("{} is out of range", d.major()),
+                )
+            })?;
+            let minor = u32::try_from(d.minor()).map_err(|_| {
+                invalid(
+                    format!("{field}.minor"),
+                    format!("{} is out of range", d.minor()),
+                )
+            })?;
             (major, minor)
         };
         let mode = d.file_mode().unwrap_or(0o666) & 0o7777;

@@ -214,7 +214,11 @@ fn walk(root: BorrowedFd<'_>, path: &[u8], create: Create) -> Result<OwnedFd, Re
             p.push('/');
         }
         p.push_str(&String::from_utf8_lossy(name));
-        ResolveError::Io { op, path: p, source }
+        ResolveError::Io {
+            op,
+            path: p,
+            source,
+        }
     };
     todo.set(&[path]).map_err(|e| ResolveError::Io {
         op: "resolve",
@@ -230,7 +234,10 @@ fn walk(root: BorrowedFd<'_>, path: &[u8], create: Create) -> Result<OwnedFd, Re
         if pos == t.len() {
             break;
         }
-        let end = t[pos..].iter().position(|&c| c == b'/').map_or(t.len(), |i| pos + i);
+        let end = t[pos..]
+            .iter()
+            .position(|&c| c == b'/')
+            .map_or(t.len(), |i| pos + i);
         let mut comp_buf = [0u8; 256];
         let comp_len = end - pos;
         if comp_len > 255 {
@@ -358,7 +365,8 @@ fn walk(root: BorrowedFd<'_>, path: &[u8], create: Create) -> Result<OwnedFd, Re
         }
         stack.owned[stack.len] = Some(fd);
         stack.len += 1;
-        here.push(comp).map_err(|e| err_at(&here, comp, "resolve", e))?;
+        here.push(comp)
+            .map_err(|e| err_at(&here, comp, "resolve", e))?;
     }
     match stack.len {
         0 => sys::dup(root).map_err(|e| ResolveError::Io {
@@ -366,7 +374,9 @@ fn walk(root: BorrowedFd<'_>, path: &[u8], create: Create) -> Result<OwnedFd, Re
             path: "/".into(),
             source: e,
         }),
-        n => Ok(stack.owned[n - 1].take().expect("stack entries below len are set")),
+        n => Ok(stack.owned[n - 1]
+            .take()
+            .expect("stack entries below len are set")),
     }
 }
 
@@ -383,10 +393,8 @@ mod tests {
         fn new(tag: &str) -> TempDir {
             static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
             let n = N.fetch_add(1, Ordering::Relaxed);
-            let p = std::env::temp_dir().join(format!(
-                "cella-safepath-{tag}-{}-{n}",
-                std::process::id()
-            ));
+            let p = std::env::temp_dir()
+                .join(format!("cella-safepath-{tag}-{}-{n}", std::process::id()));
             fs::create_dir_all(&p).unwrap();
             TempDir(p)
         }
@@ -425,7 +433,9 @@ mod tests {
             assert_eq!(where_is(&fd), t.0.join("a/f"));
             assert!(t.0.join("a/f").is_file());
             let e = resolve(root.as_fd(), c"/nope/x", Create::Nothing, openat2).unwrap_err();
-            assert!(matches!(e, ResolveError::Io { ref source, .. } if source.kind() == io::ErrorKind::NotFound));
+            assert!(
+                matches!(e, ResolveError::Io { ref source, .. } if source.kind() == io::ErrorKind::NotFound)
+            );
             let fd = resolve(root.as_fd(), c"/", Create::Nothing, openat2).unwrap();
             assert_eq!(where_is(&fd), t.0);
         });

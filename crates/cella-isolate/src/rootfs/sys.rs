@@ -50,7 +50,12 @@ pub(crate) fn umount2(target: &CStr, flags: c_int) -> io::Result<()> {
 }
 
 /// openat(2) returning an owned fd (always O_CLOEXEC).
-pub(crate) fn openat(dir: BorrowedFd<'_>, name: &CStr, flags: c_int, mode: u32) -> io::Result<OwnedFd> {
+pub(crate) fn openat(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    flags: c_int,
+    mode: u32,
+) -> io::Result<OwnedFd> {
     // SAFETY: `dir` is a live fd borrowed for the call, `name` a NUL-terminated string.
     let fd = check(unsafe {
         libc::openat(
