@@ -73,6 +73,10 @@ pub(crate) trait MountSys {
     fn umount(&mut self, target: &CStr, flags: c_int) -> io::Result<()>;
     /// chdir(2).
     fn chdir(&mut self, path: &CStr) -> io::Result<()>;
+    /// Opens a directory (O_PATH) to come back to it with [`MountSys::fchdir`].
+    fn open_dir(&mut self, path: &CStr) -> io::Result<Self::Node>;
+    /// fchdir(2).
+    fn fchdir(&mut self, dir: &Self::Node) -> io::Result<()>;
     /// chroot(2).
     fn chroot(&mut self, path: &CStr) -> io::Result<()>;
     /// Reads a small file into `buf`.
@@ -191,6 +195,14 @@ impl MountSys for Kernel {
 
     fn chroot(&mut self, path: &CStr) -> io::Result<()> {
         sys::chroot(path)
+    }
+
+    fn open_dir(&mut self, path: &CStr) -> io::Result<OwnedFd> {
+        sys::open(path, libc::O_PATH | libc::O_DIRECTORY)
+    }
+
+    fn fchdir(&mut self, dir: &OwnedFd) -> io::Result<()> {
+        sys::fchdir(dir.as_fd())
     }
 
     fn read_file(&mut self, path: &CStr, buf: &mut [u8]) -> io::Result<usize> {
@@ -544,12 +556,20 @@ pub(crate) fn pivot<S: MountSys>(plan: &RootfsPlan, sys: &mut S) -> Result<(), R
         sys.chroot(c".")
             .map_err(|e| RootfsError::sys(f, "chroot", root, e))?;
     } else {
-        // pivot_root(".", ".") stacks the old root on top of the new one; making it a
-        // slave before the lazy unmount keeps the unmount from propagating to the host.
+        // pivot_root(".", ".") stacks the old root on top of the new one. A path walk
+        // ending in "." does not cross into mounts stacked on the cwd, so go back to the
+        // old root through an fd opened before, make it a slave there (so the lazy
+        // unmount does not propagate to the host), then detach it.
+        let old_root = sys
+            .open_dir(c"/")
+            .map_err(|e| RootfsError::sys(f, "open", c"/", e))?;
         sys.chdir(root)
             .map_err(|e| RootfsError::sys(f, "chdir", root, e))?;
         sys.pivot_root(c".", c".")
             .map_err(|e| RootfsError::sys(f, "pivot_root", root, e))?;
+        sys.fchdir(&old_root)
+            .map_err(|e| RootfsError::sys(f, "fchdir", c"old root", e))?;
+        drop(old_root);
         sys.mount(
             None,
             Target::Path(c"."),

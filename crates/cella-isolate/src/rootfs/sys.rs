@@ -217,6 +217,12 @@ pub(crate) fn chdir(path: &CStr) -> io::Result<()> {
     check(unsafe { libc::chdir(path.as_ptr()) }).map(drop)
 }
 
+/// fchdir(2).
+pub(crate) fn fchdir(dir: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: `dir` is a live fd borrowed for the call.
+    check(unsafe { libc::fchdir(dir.as_raw_fd()) }).map(drop)
+}
+
 /// chroot(2).
 pub(crate) fn chroot(path: &CStr) -> io::Result<()> {
     // SAFETY: `path` is a NUL-terminated string borrowed for the call.

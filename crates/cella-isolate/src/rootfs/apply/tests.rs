@@ -175,6 +175,16 @@ impl MountSys for Recorder {
         Ok(())
     }
 
+    fn open_dir(&mut self, path: &CStr) -> io::Result<String> {
+        self.log.push(format!("open {}", path.to_string_lossy()));
+        Ok(path.to_string_lossy().into_owned())
+    }
+
+    fn fchdir(&mut self, dir: &String) -> io::Result<()> {
+        self.log.push(format!("fchdir fd:{dir}"));
+        Ok(())
+    }
+
     fn chroot(&mut self, path: &CStr) -> io::Result<()> {
         self.log.push(format!("chroot {}", path.to_string_lossy()));
         Ok(())
@@ -422,8 +432,10 @@ fn pivot_order() {
     assert_eq!(
         r.log,
         [
+            "open /",
             "chdir /b/rootfs",
             "pivot_root \".\" \".\"",
+            "fchdir fd:/",
             "mount - . - REC|SLAVE",
             "umount \".\" 2",
             "chdir /",
