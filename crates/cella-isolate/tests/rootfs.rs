@@ -6,7 +6,7 @@
 //! Needs root: under `CI=true` a test that cannot run fails, otherwise it says SKIPPED.
 
 use std::collections::BTreeSet;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -131,6 +131,34 @@ fn in_child(f: impl FnOnce() -> Result<(), String>) -> String {
     out
 }
 
+/// mount(2) for test setup in the child.
+fn sys_mount(src: &CStr, target: &CStr, fstype: &CStr, flags: libc::c_ulong) -> Result<(), String> {
+    let opt = |s: &CStr| {
+        if s.is_empty() {
+            std::ptr::null()
+        } else {
+            s.as_ptr()
+        }
+    };
+    // SAFETY: the strings are NUL-terminated and outlive the call; data is null.
+    let r = unsafe {
+        libc::mount(
+            opt(src),
+            target.as_ptr(),
+            opt(fstype),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(format!(
+            "mount {target:?}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
 /// One line of /proc/self/mountinfo.
 struct MountLine {
     point: String,
@@ -206,6 +234,7 @@ const FULL_CONFIG: &str = r#"{
     {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
     {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
     {"destination": "/data", "type": "bind", "source": "data", "options": ["rbind", "ro", "nosuid", "nodev"]},
+    {"destination": "/data2", "type": "bind", "source": "data", "options": ["rbind", "rro"]},
     {"destination": "/etc/hosts", "type": "bind", "source": "hosts", "options": ["bind", "ro"]},
     {"destination": "/shared", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m", "rshared"]},
     {"destination": "/private", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m", "noexec", "private"]}
@@ -222,7 +251,7 @@ const FULL_CONFIG: &str = r#"{
 }"#;
 
 fn setup_full(b: &Bundle) {
-    fs::create_dir_all(b.dir.join("data")).unwrap();
+    fs::create_dir_all(b.dir.join("data/sub")).unwrap();
     fs::write(b.dir.join("data/file"), "data").unwrap();
     fs::write(b.dir.join("hosts"), "127.0.0.1 localhost\n").unwrap();
 }
@@ -267,6 +296,17 @@ fn check_full_rootfs(c: &mut Checks) {
         "/data/file unreadable",
     );
     c.check(fs::write("/data/new", "x").is_err(), "/data is writable");
+    // rbind + ro makes only the top mount read-only; rro reaches the submount too.
+    c.check(
+        fs::write("/data/sub/x", "x").is_ok(),
+        "/data/sub (under plain ro) is not writable",
+    );
+    c.mount(&m, "/data2", "", &["ro"]);
+    c.mount(&m, "/data2/sub", "tmpfs", &["ro"]);
+    c.check(
+        fs::write("/data2/sub/y", "x").is_err(),
+        "/data2/sub is writable despite rro",
+    );
     c.check(
         fs::read_to_string("/etc/hosts").is_ok_and(|s| s.contains("localhost")),
         "/etc/hosts",
@@ -407,7 +447,11 @@ fn full_rootfs_seen_from_inside() {
     let b = Bundle::new("full");
     setup_full(&b);
     let plan = b.plan(FULL_CONFIG, opts());
+    let sub = CString::new(b.dir.join("data/sub").to_string_lossy().as_bytes()).unwrap();
     let out = in_child(|| {
+        // A submount in the bind source, private to this child's namespace.
+        sys_mount(c"", c"/", c"", libc::MS_SLAVE | libc::MS_REC)?;
+        sys_mount(c"tmpfs", &sub, c"tmpfs", 0)?;
         plan.mount_all()
             .map_err(|e| format!("mount_all: {e}: {:?}", std::error::Error::source(&e)))?;
         plan.pivot()

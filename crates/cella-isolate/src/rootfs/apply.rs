@@ -57,6 +57,8 @@ pub(crate) trait MountSys {
         flags: c_ulong,
         data: Option<&CStr>,
     ) -> io::Result<()>;
+    /// mount_setattr(AT_RECURSIVE) on the mount tree at `target`.
+    fn mount_setattr(&mut self, target: &Self::Node, set: u64, clear: u64) -> io::Result<()>;
     /// The mount flags of the mount at `target` (statvfs).
     fn mount_flags(&mut self, target: Target<'_, Self::Node>) -> io::Result<c_ulong>;
     /// mknodat + fchmodat (the mode's permission bits are exact, whatever the umask).
@@ -152,6 +154,10 @@ impl MountSys for Kernel {
             flags,
             data,
         )
+    }
+
+    fn mount_setattr(&mut self, target: &OwnedFd, set: u64, clear: u64) -> io::Result<()> {
+        sys::mount_setattr_recursive(target.as_fd(), set, clear)
     }
 
     fn mount_flags(&mut self, target: Target<'_, OwnedFd>) -> io::Result<c_ulong> {
@@ -325,10 +331,14 @@ fn mount_one<S: MountSys>(
         }
     }
     drop(node);
-    if !m.propagation.is_empty() {
+    if m.recursive_attr.is_some() || !m.propagation.is_empty() {
         let top = sys
             .resolve(root, dest, Create::Nothing)
             .map_err(|e| resolve_err(&dest_field(), dest, e))?;
+        if let Some((set, clear)) = m.recursive_attr {
+            sys.mount_setattr(&top, set, clear)
+                .map_err(fail("set recursive attributes of"))?;
+        }
         for p in &m.propagation {
             sys.mount(None, Target::Node(&top), None, *p, None)
                 .map_err(fail("set propagation of"))?;

@@ -10,6 +10,7 @@ use libc::c_ulong;
 use oci_spec::runtime::{LinuxDeviceType, LinuxNamespaceType, Spec};
 
 use super::safepath::Create;
+use super::sys;
 use super::{RootfsError, RootfsOptions};
 
 /// The planned root filesystem of one container: data only, executed by
@@ -54,6 +55,9 @@ pub(crate) struct MountStep {
     pub(crate) data: Option<CString>,
     /// Propagation changes applied after the mount, each as its own mount(2).
     pub(crate) propagation: Vec<c_ulong>,
+    /// Recursive attributes (`rro`, `rnosuid`...) as mount_setattr (set, clear) bits,
+    /// applied to the whole mount tree after the mount.
+    pub(crate) recursive_attr: Option<(u64, u64)>,
     /// What to create at the destination when it is missing.
     pub(crate) create: Create,
 }
@@ -242,6 +246,8 @@ enum Opt {
     Propagation(c_ulong),
     /// bind / rbind.
     Bind { recursive: bool },
+    /// A recursive attribute (mount_setattr): bits to set, bits to clear.
+    Recursive(u64, u64),
 }
 
 fn option(word: &str) -> Option<Opt> {
@@ -284,6 +290,26 @@ fn option(word: &str) -> Option<Opt> {
         "rslave" => Propagation(libc::MS_SLAVE | libc::MS_REC),
         "unbindable" => Propagation(libc::MS_UNBINDABLE),
         "runbindable" => Propagation(libc::MS_UNBINDABLE | libc::MS_REC),
+        "nosymfollow" => Set(libc::MS_NOSYMFOLLOW),
+        "symfollow" => Clear(libc::MS_NOSYMFOLLOW),
+        "rro" => Recursive(sys::MOUNT_ATTR_RDONLY, 0),
+        "rrw" => Recursive(0, sys::MOUNT_ATTR_RDONLY),
+        "rnosuid" => Recursive(sys::MOUNT_ATTR_NOSUID, 0),
+        "rsuid" => Recursive(0, sys::MOUNT_ATTR_NOSUID),
+        "rnodev" => Recursive(sys::MOUNT_ATTR_NODEV, 0),
+        "rdev" => Recursive(0, sys::MOUNT_ATTR_NODEV),
+        "rnoexec" => Recursive(sys::MOUNT_ATTR_NOEXEC, 0),
+        "rexec" => Recursive(0, sys::MOUNT_ATTR_NOEXEC),
+        "rnodiratime" => Recursive(sys::MOUNT_ATTR_NODIRATIME, 0),
+        "rdiratime" => Recursive(0, sys::MOUNT_ATTR_NODIRATIME),
+        "rnosymfollow" => Recursive(sys::MOUNT_ATTR_NOSYMFOLLOW, 0),
+        "rsymfollow" => Recursive(0, sys::MOUNT_ATTR_NOSYMFOLLOW),
+        // Access-time modes are one field: setting one clears the others.
+        "rnoatime" => Recursive(sys::MOUNT_ATTR_NOATIME, sys::MOUNT_ATTR_ATIME_MASK),
+        "rstrictatime" => Recursive(sys::MOUNT_ATTR_STRICTATIME, sys::MOUNT_ATTR_ATIME_MASK),
+        "rrelatime" | "ratime" | "rnorelatime" | "rnostrictatime" => {
+            Recursive(sys::MOUNT_ATTR_RELATIME, sys::MOUNT_ATTR_ATIME_MASK)
+        }
         "bind" => Bind { recursive: false },
         "rbind" => Bind { recursive: true },
         _ => return None,
@@ -559,8 +585,14 @@ fn plan_mount(
     let mut propagation = Vec::new();
     let mut bind: Option<bool> = if fstype == "bind" { Some(false) } else { None };
     let mut data: Vec<&str> = Vec::new();
+    let mut recursive_attr: Option<(u64, u64)> = None;
     for o in m.options().iter().flatten() {
         match option(o) {
+            Some(Opt::Recursive(set, clear)) => {
+                let (s, c) = recursive_attr.unwrap_or((0, 0));
+                // A later word wins over an earlier one for the same bits.
+                recursive_attr = Some(((s & !clear) | set, (c & !set) | clear));
+            }
             Some(Opt::Set(f)) => flags |= f,
             Some(Opt::Clear(f)) => flags &= !f,
             Some(Opt::Propagation(f)) => propagation.push(f),
@@ -607,6 +639,7 @@ fn plan_mount(
             flags,
             data: None,
             propagation,
+            recursive_attr,
             create: if meta.is_dir() {
                 Create::Dir
             } else {
@@ -662,6 +695,7 @@ fn plan_mount(
                 flags,
                 data: None,
                 propagation,
+                recursive_attr,
                 create: Create::Dir,
             });
         }
@@ -695,6 +729,7 @@ fn plan_mount(
         flags,
         data: data_c,
         propagation,
+        recursive_attr,
         create: Create::Dir,
     })
 }

@@ -115,6 +115,54 @@ pub(crate) fn openat2(
     Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
 }
 
+/// mount_setattr(2) attribute bits (linux/mount.h).
+pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub(crate) const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub(crate) const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+pub(crate) const MOUNT_ATTR_ATIME_MASK: u64 = 0x70;
+pub(crate) const MOUNT_ATTR_RELATIME: u64 = 0x0;
+pub(crate) const MOUNT_ATTR_NOATIME: u64 = 0x10;
+pub(crate) const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
+pub(crate) const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
+pub(crate) const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x20_0000;
+
+/// `struct mount_attr` of mount_setattr(2).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// mount_setattr(2) on the mount tree at `fd` (AT_RECURSIVE): sets and clears attributes
+/// on every mount below too (the `rro`, `rnosuid`... options).
+pub(crate) fn mount_setattr_recursive(fd: BorrowedFd<'_>, set: u64, clear: u64) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `fd` is a live fd and the empty path a static C string; `attr` lives on this
+    // frame for the call and its size is passed along.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// mkdirat(2).
 pub(crate) fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
     // SAFETY: `dir` is a live fd and `name` a NUL-terminated string borrowed for the call.

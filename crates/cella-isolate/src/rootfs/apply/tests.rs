@@ -114,6 +114,13 @@ impl MountSys for Recorder {
         Ok(())
     }
 
+    fn mount_setattr(&mut self, target: &String, set: u64, clear: u64) -> io::Result<()> {
+        self.log.push(format!(
+            "mount_setattr fd:{target} set={set:#x} clear={clear:#x}"
+        ));
+        Ok(())
+    }
+
     fn mount_flags(&mut self, target: Target<'_, String>) -> io::Result<c_ulong> {
         self.log.push(format!("statvfs {}", show(target)));
         Ok(self.flags)
@@ -239,6 +246,7 @@ fn fs_mount(
         flags,
         data: data.map(c),
         propagation: Vec::new(),
+        recursive_attr: None,
         create: Create::Dir,
     }
 }
@@ -265,6 +273,7 @@ fn mount_all_order() {
         flags: libc::MS_RDONLY | libc::MS_NOSUID,
         data: None,
         propagation: vec![libc::MS_SHARED, libc::MS_UNBINDABLE | libc::MS_REC],
+        recursive_attr: Some((sys::MOUNT_ATTR_RDONLY, sys::MOUNT_ATTR_NOEXEC)),
         create: Create::Dir,
     });
     plan.setup_dev = true;
@@ -291,6 +300,7 @@ fn mount_all_order() {
             "mount /host/data fd:/b/rootfs/data - BIND|REC",
             // Outside a user namespace the remount uses the config's flags as they are.
             "mount - fd:/b/rootfs/data - RDONLY|NOSUID|REMOUNT|BIND",
+            "mount_setattr fd:/b/rootfs/data set=0x1 clear=0x8",
             "mount - fd:/b/rootfs/data - SHARED",
             "mount - fd:/b/rootfs/data - REC|UNBINDABLE",
             "mknod fd:/b/rootfs/dev null c 1:3 666",
@@ -316,6 +326,7 @@ fn user_namespace_binds_devices_and_keeps_locked_flags() {
         flags: libc::MS_RDONLY,
         data: None,
         propagation: Vec::new(),
+        recursive_attr: None,
         create: Create::File,
     });
     plan.setup_dev = true;
@@ -399,6 +410,7 @@ fn cgroup_v1_binds_own_cgroups_read_only() {
         flags: libc::MS_RDONLY | libc::MS_NOSUID,
         data: None,
         propagation: Vec::new(),
+        recursive_attr: None,
         create: Create::Dir,
     });
     let mut r = Recorder {

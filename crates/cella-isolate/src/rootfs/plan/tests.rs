@@ -454,3 +454,31 @@ fn mountinfo_escapes_are_decoded() {
     );
     assert_eq!(unescape_mountinfo(r"/x\\"), PathBuf::from(r"/x\\"));
 }
+
+#[test]
+fn recursive_attributes_and_symfollow() {
+    let b = TestBundle::new();
+    fs::create_dir_all(b.0.join("data")).unwrap();
+    let p = plan_of(
+        &b,
+        r#"{"destination":"/d","type":"bind","source":"data","options":["rbind","rro","rnosuid","rexec","rnoatime","nosymfollow"]},
+        {"destination":"/e","type":"bind","source":"data","options":["rbind","rro","rrw"]},
+        {"destination":"/f","type":"bind","source":"data","options":["rbind"]}"#,
+        "",
+        &HostFacts::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        p.mounts[0].recursive_attr,
+        Some((
+            sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NOATIME,
+            sys::MOUNT_ATTR_NOEXEC | sys::MOUNT_ATTR_ATIME_MASK
+        ))
+    );
+    assert_eq!(p.mounts[0].flags, libc::MS_NOSYMFOLLOW);
+    assert_eq!(
+        p.mounts[1].recursive_attr,
+        Some((0, sys::MOUNT_ATTR_RDONLY))
+    );
+    assert_eq!(p.mounts[2].recursive_attr, None);
+}
