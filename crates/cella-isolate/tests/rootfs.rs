@@ -233,6 +233,7 @@ const FULL_CONFIG: &str = r#"{
     {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
     {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
     {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
+    {"destination": "/cg2", "type": "cgroup2", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "ro"]},
     {"destination": "/data", "type": "bind", "source": "data", "options": ["rbind", "ro", "nosuid", "nodev"]},
     {"destination": "/data2", "type": "bind", "source": "data", "options": ["rbind", "rro"]},
     {"destination": "/etc/hosts", "type": "bind", "source": "hosts", "options": ["bind", "ro"]},
@@ -271,6 +272,7 @@ fn check_full_rootfs(c: &mut Checks) {
     c.mount(&m, "/dev/mqueue", "mqueue", &["nosuid", "noexec", "nodev"]);
     c.mount(&m, "/sys", "sysfs", &["ro", "nosuid"]);
     c.mount(&m, "/sys/fs/cgroup", "tmpfs", &["ro"]);
+    c.mount(&m, "/cg2", "cgroup2", &["ro", "nosuid", "noexec", "nodev"]);
     c.mount(&m, "/data", "", &["ro", "nosuid", "nodev"]);
     c.mount(&m, "/etc/hosts", "", &["ro"]);
     c.mount(&m, "/shared", "tmpfs", &["rw"]);

@@ -326,6 +326,24 @@ fn mount_one<S: MountSys>(
             )
             .map_err(fail("mount"))?;
         }
+        MountKind::Cgroup2 { source } => {
+            match sys.mount(
+                Some(Target::Path(source)),
+                Target::Node(&node),
+                Some(c"cgroup2"),
+                m.flags,
+                m.data.as_deref(),
+            ) {
+                Ok(()) => {}
+                Err(e)
+                    if plan.in_userns
+                        && matches!(e.raw_os_error(), Some(libc::EPERM | libc::EBUSY)) =>
+                {
+                    bind_own_cgroup2(plan, m, &node, sys)?;
+                }
+                Err(e) => return Err(fail("mount")(e)),
+            }
+        }
         MountKind::CgroupV1 { hierarchies } => {
             mount_cgroup_v1(plan, m, hierarchies, &node, sys)?;
         }
@@ -447,6 +465,62 @@ fn mount_cgroup_v1<S: MountSys>(
         .map_err(|e| RootfsError::sys(&m.field, "remount", dest, e))?;
     }
     Ok(())
+}
+
+/// The fallback for cgroup2 in a user namespace without its own cgroup namespace: bind
+/// the init's own cgroup directory (the `0::<path>` line of /proc/self/cgroup) of the
+/// host's /sys/fs/cgroup, then remount it with the mount's flags.
+fn bind_own_cgroup2<S: MountSys>(
+    plan: &RootfsPlan,
+    m: &MountStep,
+    node: &S::Node,
+    sys: &mut S,
+) -> Result<(), RootfsError> {
+    let dest = m.destination.as_c_str();
+    let mut cg = [0u8; 8192];
+    let n = sys
+        .read_file(c"/proc/self/cgroup", &mut cg)
+        .map_err(|e| RootfsError::sys(&m.field, "read", c"/proc/self/cgroup", e))?;
+    let own = own_cgroup(&cg[..n], b"").ok_or_else(|| {
+        RootfsError::sys(
+            &m.field,
+            "find own cgroup in",
+            c"/proc/self/cgroup",
+            io::Error::from_raw_os_error(libc::ENOENT),
+        )
+    })?;
+    let mut src = [0u8; 4096];
+    let src = join_into(&mut src, b"/sys/fs/cgroup", own).ok_or_else(|| {
+        RootfsError::sys(
+            &m.field,
+            "bind",
+            dest,
+            io::Error::from_raw_os_error(libc::ENAMETOOLONG),
+        )
+    })?;
+    sys.mount(
+        Some(Target::Path(src)),
+        Target::Node(node),
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )
+    .map_err(|e| RootfsError::sys(&m.field, "bind", dest, e))?;
+    let top = sys
+        .resolve(&plan.rootfs, dest, Create::Nothing)
+        .map_err(|e| resolve_err(&format!("{}.destination", m.field), dest, e))?;
+    let locked = sys
+        .mount_flags(Target::Node(&top))
+        .map_err(|e| RootfsError::sys(&m.field, "statvfs", dest, e))?
+        & LOCKED_FLAGS;
+    sys.mount(
+        None,
+        Target::Node(&top),
+        None,
+        libc::MS_REMOUNT | libc::MS_BIND | m.flags | locked,
+        None,
+    )
+    .map_err(|e| RootfsError::sys(&m.field, "remount", dest, e))
 }
 
 /// The path of the line of /proc/self/cgroup (`id:controllers:path`) whose controller

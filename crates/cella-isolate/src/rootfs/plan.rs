@@ -69,6 +69,10 @@ pub(crate) enum MountKind {
     Bind { source: CString, recursive: bool },
     /// A new instance of a filesystem type.
     Fs { fstype: CString, source: CString },
+    /// `cgroup` on a pure cgroup v2 host, or `cgroup2`: a cgroup2 mount, falling back in a
+    /// user namespace (where the kernel refuses it without a cgroup namespace) to a bind
+    /// of the container's own directory of the host's /sys/fs/cgroup, as runc does.
+    Cgroup2 { source: CString },
     /// `cgroup` on a cgroup v1 or hybrid host: a tmpfs holding one entry per hierarchy.
     CgroupV1 { hierarchies: Vec<Hierarchy> },
 }
@@ -713,10 +717,7 @@ fn plan_mount(
                 })
                 .collect::<Result<_, RootfsError>>()?,
         },
-        "cgroup" => MountKind::Fs {
-            fstype: c"cgroup2".to_owned(),
-            source: source_c,
-        },
+        "cgroup" | "cgroup2" => MountKind::Cgroup2 { source: source_c },
         _ => MountKind::Fs {
             fstype: cstr(&format!("{field}.type"), fstype)?,
             source: source_c,

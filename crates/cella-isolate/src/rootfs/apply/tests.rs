@@ -18,6 +18,8 @@ struct Recorder {
     flags: c_ulong,
     /// /proc/self/cgroup.
     cgroup: String,
+    /// Mounts of this filesystem type fail with EPERM.
+    refuse_fstype: Option<&'static str>,
 }
 
 fn flag_names(f: c_ulong) -> String {
@@ -98,6 +100,10 @@ impl MountSys for Recorder {
             && source.is_some_and(|s| show(s) == "/dev/null")
         {
             return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+        }
+        if fstype.is_some_and(|t| Some(t.to_str().unwrap()) == self.refuse_fstype) {
+            self.log.push(format!("mount {} EPERM", show(target)));
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
         let mut line = format!(
             "mount {} {} {} {}",
@@ -433,6 +439,49 @@ fn cgroup_v1_binds_own_cgroups_read_only() {
             "mount - fd:/b/rootfs/sys/fs/cgroup - RDONLY|NOSUID|REMOUNT mode=755",
         ]
     );
+}
+
+#[test]
+fn cgroup2_in_a_user_namespace_falls_back_to_a_bind_of_its_own_cgroup() {
+    let mut plan = empty_plan();
+    plan.in_userns = true;
+    plan.mounts.push(MountStep {
+        field: "mounts[0]".into(),
+        destination: c("/sys/fs/cgroup"),
+        kind: MountKind::Cgroup2 {
+            source: c("cgroup"),
+        },
+        flags: libc::MS_RDONLY | libc::MS_NOEXEC,
+        data: None,
+        propagation: Vec::new(),
+        recursive_attr: None,
+        create: Create::Dir,
+    });
+    let mut r = Recorder {
+        refuse_fstype: Some("cgroup2"),
+        cgroup: "0::/user.slice/ctr\n".into(),
+        flags: libc::MS_NOSUID | libc::MS_NODEV,
+        ..Recorder::default()
+    };
+    mount_all(&plan, &mut r).unwrap();
+    assert_eq!(
+        &r.log[2..],
+        [
+            "mount fd:/b/rootfs/sys/fs/cgroup EPERM",
+            "read /proc/self/cgroup",
+            "mount /sys/fs/cgroup/user.slice/ctr fd:/b/rootfs/sys/fs/cgroup - BIND|REC",
+            "statvfs fd:/b/rootfs/sys/fs/cgroup",
+            "mount - fd:/b/rootfs/sys/fs/cgroup - RDONLY|NOSUID|NODEV|NOEXEC|REMOUNT|BIND",
+        ]
+    );
+    // Outside a user namespace the error is reported, naming the mount.
+    plan.in_userns = false;
+    let mut r = Recorder {
+        refuse_fstype: Some("cgroup2"),
+        ..Recorder::default()
+    };
+    let e = mount_all(&plan, &mut r).unwrap_err();
+    assert_eq!(e.to_string(), "mounts[0]: mount `/sys/fs/cgroup`");
 }
 
 #[test]

@@ -364,9 +364,7 @@ fn cgroup_mount_follows_the_host_layout() {
         ..HostFacts::default()
     };
     let p = plan_of(&b, m, "", &v2).unwrap();
-    assert!(
-        matches!(&p.mounts[0].kind, MountKind::Fs { fstype, .. } if fstype.as_bytes() == b"cgroup2")
-    );
+    assert!(matches!(&p.mounts[0].kind, MountKind::Cgroup2 { .. }));
     let hybrid = HostFacts {
         hierarchies: vec![Hierarchy {
             name: c"cpu,cpuacct".to_owned(),
