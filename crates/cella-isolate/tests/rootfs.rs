@@ -96,6 +96,12 @@ fn host_mounts_under(dir: &Path) -> Vec<String> {
 /// Runs `f` in a forked child inside a new mount namespace and returns what it reported:
 /// "OK" or the list of failures.
 fn in_child(f: impl FnOnce() -> Result<(), String>) -> String {
+    fork_and_report(libc::CLONE_NEWNS, f)
+}
+
+/// Forks, unshares `namespaces` in the child (none if 0), runs `f` there and returns its
+/// report.
+fn fork_and_report(namespaces: libc::c_int, f: impl FnOnce() -> Result<(), String>) -> String {
     let mut fds = [0; 2];
     // SAFETY: `fds` is a writable array of two ints on this frame.
     assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
@@ -109,7 +115,7 @@ fn in_child(f: impl FnOnce() -> Result<(), String>) -> String {
         drop(r);
         let mut w = fs::File::from(w);
         // SAFETY: unshare has no memory arguments; the child is single-threaded.
-        let msg = if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        let msg = if namespaces != 0 && unsafe { libc::unshare(namespaces) } != 0 {
             format!("unshare: {}", std::io::Error::last_os_error())
         } else {
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
@@ -672,6 +678,96 @@ fn console_is_bound_over_dev_console() {
             "/dev/console is not the pty slave",
         );
         c.result()
+    });
+    assert_eq!(out, "OK");
+    assert_eq!(host_mounts_under(&b.dir), Vec::<String>::new());
+}
+
+#[test]
+fn inside_a_real_user_namespace() {
+    if !require_root() {
+        return;
+    }
+    // As a rootless container would be: a new user namespace (only uid/gid 0 mapped, to
+    // host root), owning new mount, pid and ipc namespaces but no network namespace.
+    // mknod is refused, host mounts come in locked, and sysfs cannot be mounted.
+    let b = Bundle::new("userns-real");
+    fs::create_dir_all(b.dir.join("data")).unwrap();
+    let config = r#"{"ociVersion":"1.2.0","root":{"path":"rootfs","readonly":true},
+      "mounts":[
+        {"destination":"/proc","type":"proc","source":"proc"},
+        {"destination":"/dev","type":"tmpfs","source":"tmpfs","options":["nosuid","strictatime","mode=755","size=65536k"]},
+        {"destination":"/dev/pts","type":"devpts","source":"devpts","options":["nosuid","noexec","newinstance","ptmxmode=0666","mode=0620"]},
+        {"destination":"/dev/shm","type":"tmpfs","source":"shm","options":["nosuid","noexec","nodev","mode=1777","size=65536k"]},
+        {"destination":"/dev/mqueue","type":"mqueue","source":"mqueue","options":["nosuid","noexec","nodev"]},
+        {"destination":"/sys","type":"sysfs","source":"sysfs","options":["nosuid","noexec","nodev","ro"]},
+        {"destination":"/data","type":"bind","source":"data","options":["rbind","ro"]}],
+      "linux":{"namespaces":[{"type":"mount"},{"type":"user"},{"type":"pid"},{"type":"ipc"}],
+        "maskedPaths":["/proc/keys","/proc/acpi"],
+        "readonlyPaths":["/proc/sys","/proc/bus"]}}"#;
+    let plan = b.plan(
+        config,
+        RootfsOptions {
+            in_user_namespace: true,
+            ..opts()
+        },
+    );
+    let out = fork_and_report(0, || {
+        // SAFETY: unshare has no memory arguments; this forked child is single-threaded.
+        let r = unsafe {
+            libc::unshare(
+                libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC,
+            )
+        };
+        if r != 0 {
+            return Err(format!("unshare: {}", std::io::Error::last_os_error()));
+        }
+        fs::write("/proc/self/setgroups", "deny").map_err(|e| format!("setgroups: {e}"))?;
+        fs::write("/proc/self/uid_map", "0 0 1").map_err(|e| format!("uid_map: {e}"))?;
+        fs::write("/proc/self/gid_map", "0 0 1").map_err(|e| format!("gid_map: {e}"))?;
+        // The init is pid 1 of the new pid namespace, so that /proc can be mounted.
+        let out = fork_and_report(0, || {
+            plan.mount_all()
+                .map_err(|e| format!("mount_all: {e}: {:?}", std::error::Error::source(&e)))?;
+            plan.pivot()
+                .map_err(|e| format!("pivot: {e}: {:?}", std::error::Error::source(&e)))?;
+            plan.finish()
+                .map_err(|e| format!("finish: {e}: {:?}", std::error::Error::source(&e)))?;
+            let m = mountinfo();
+            let mut c = Checks::default();
+            c.check(std::process::id() == 1, "not pid 1");
+            let root = m.iter().rev().find(|l| l.point == "/");
+            c.check(
+                root.is_some_and(|r| r.opts.split(',').any(|o| o == "ro")),
+                "/ is not ro",
+            );
+            c.mount(&m, "/proc", "proc", &[]);
+            c.mount(&m, "/dev/mqueue", "mqueue", &["nosuid"]);
+            // sysfs fell back to an rbind of the host's /sys, made read-only while keeping
+            // its locked flags.
+            c.mount(&m, "/sys", "sysfs", &["ro", "nosuid", "nodev", "noexec"]);
+            c.mount(&m, "/data", "", &["ro"]);
+            c.check(fs::write("/data/x", "x").is_err(), "/data is writable");
+            c.mount(&m, "/proc/sys", "proc", &["ro"]);
+            c.check(
+                fs::read("/proc/keys").is_ok_and(|d| d.is_empty()),
+                "/proc/keys not masked",
+            );
+            for n in ["null", "zero", "full", "random", "urandom", "tty"] {
+                let p = format!("/dev/{n}");
+                c.mount(&m, &p, "devtmpfs", &[]);
+                c.check(
+                    fs::metadata(&p).is_ok_and(|md| md.file_type().is_char_device()),
+                    format!("{p} is not a char device"),
+                );
+            }
+            c.check(
+                fs::write("/dev/null", "x").is_ok(),
+                "/dev/null not writable",
+            );
+            c.result()
+        });
+        if out == "OK" { Ok(()) } else { Err(out) }
     });
     assert_eq!(out, "OK");
     assert_eq!(host_mounts_under(&b.dir), Vec::<String>::new());
