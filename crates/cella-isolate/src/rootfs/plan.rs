@@ -615,6 +615,13 @@ fn plan_mount(
     }
 
     let destination_c = cstring(&dest_field, &destination)?;
+    check_proc_destination(
+        &dest_field,
+        &destination,
+        fstype,
+        bind.is_some(),
+        m.source().as_deref(),
+    )?;
     if let Some(recursive) = bind {
         if let Some(o) = data.first() {
             return Err(invalid(&opt_field, format!("unknown mount option {o:?}")));
@@ -733,6 +740,53 @@ fn plan_mount(
         recursive_attr,
         create: Create::Dir,
     })
+}
+
+/// Files under /proc that may be mounted over (lxcfs and cella-procfs provide per-container
+/// views of them); runc allows the same list.
+const PROC_OVERLAYS: [&str; 10] = [
+    "/proc/cpuinfo",
+    "/proc/diskstats",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/swaps",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/slabinfo",
+    "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+];
+
+/// Nothing but procfs goes on /proc, and under /proc only the allowed per-container
+/// views or binds of procfs itself: a mount hiding e.g. /proc/self/attr would defeat
+/// LSM confinement (runc CVE-2019-16884). Checked on the clean destination.
+fn check_proc_destination(
+    field: &str,
+    dest: &Path,
+    fstype: &str,
+    bind: bool,
+    source: Option<&Path>,
+) -> Result<(), RootfsError> {
+    if dest == Path::new("/proc") {
+        if fstype == "proc" && !bind {
+            return Ok(());
+        }
+        return Err(invalid(field, "/proc can only be a mount of type \"proc\""));
+    }
+    if !dest.starts_with("/proc") {
+        return Ok(());
+    }
+    let allowed = PROC_OVERLAYS.iter().any(|p| dest == Path::new(p))
+        || (bind && source.is_some_and(|s| s.starts_with("/proc")))
+        || (fstype == "proc" && !bind);
+    if allowed {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("{dest:?} is inside /proc and not one of the files that may be mounted over"),
+        ))
+    }
 }
 
 fn plan_devices(

@@ -480,3 +480,29 @@ fn recursive_attributes_and_symfollow() {
     );
     assert_eq!(p.mounts[2].recursive_attr, None);
 }
+
+#[test]
+fn proc_destinations_are_restricted() {
+    assert_eq!(
+        err_of(r#"{"destination":"/proc","type":"tmpfs"}"#, ""),
+        "mounts[0].destination: /proc can only be a mount of type \"proc\""
+    );
+    assert_eq!(
+        err_of(r#"{"destination":"/proc/self/attr","type":"tmpfs"}"#, ""),
+        "mounts[0].destination: \"/proc/self/attr\" is inside /proc and not one of the files that may be mounted over"
+    );
+    // Via a lexical detour too.
+    assert!(
+        err_of(r#"{"destination":"/x/../proc/sys","type":"tmpfs"}"#, "").contains("inside /proc")
+    );
+    let b = TestBundle::new();
+    fs::write(b.0.join("meminfo"), "").unwrap();
+    plan_of(
+        &b,
+        r#"{"destination":"/proc","type":"proc"},{"destination":"/proc/meminfo","type":"bind","source":"meminfo","options":["bind"]},
+        {"destination":"/proc/sys/fs/binfmt_misc","type":"bind","source":"/proc/sys/fs","options":["bind"]}"#,
+        "",
+        &HostFacts::default(),
+    )
+    .unwrap();
+}
