@@ -243,6 +243,7 @@ const FULL_CONFIG: &str = r#"{
     {"destination": "/data", "type": "bind", "source": "data", "options": ["rbind", "ro", "nosuid", "nodev"]},
     {"destination": "/data2", "type": "bind", "source": "data", "options": ["rbind", "rro"]},
     {"destination": "/etc/hosts", "type": "bind", "source": "hosts", "options": ["bind", "ro"]},
+    {"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nodev", "tmpcopyup", "mode=700"]},
     {"destination": "/shared", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m", "rshared"]},
     {"destination": "/private", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m", "noexec", "private"]}
   ],
@@ -258,6 +259,15 @@ const FULL_CONFIG: &str = r#"{
 }"#;
 
 fn setup_full(b: &Bundle) {
+    use std::os::unix::fs::PermissionsExt;
+    let run = b.rootfs().join("run");
+    fs::create_dir_all(run.join("lock")).unwrap();
+    fs::set_permissions(run.join("lock"), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::write(run.join("file"), "image").unwrap();
+    std::os::unix::fs::chown(run.join("file"), Some(1000), Some(1000)).unwrap();
+    fs::set_permissions(run.join("file"), fs::Permissions::from_mode(0o4755)).unwrap();
+    symlink("lock", run.join("link")).unwrap();
+    fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).unwrap();
     fs::create_dir_all(b.dir.join("data/sub")).unwrap();
     fs::write(b.dir.join("data/file"), "data").unwrap();
     fs::write(b.dir.join("hosts"), "127.0.0.1 localhost\n").unwrap();
@@ -471,6 +481,10 @@ fn full_rootfs_seen_from_inside() {
         c.result()
     });
     assert_eq!(out, "OK");
+    assert!(
+        !b.rootfs().join("run/new").exists(),
+        "a write to the tmpfs reached the image"
+    );
     assert_eq!(host_mounts_under(&b.dir), Vec::<String>::new());
 }
 

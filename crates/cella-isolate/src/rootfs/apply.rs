@@ -57,6 +57,8 @@ pub(crate) trait MountSys {
         flags: c_ulong,
         data: Option<&CStr>,
     ) -> io::Result<()>;
+    /// Copies the tree under `lower` (the destination before the mount) into `upper`.
+    fn copy_up(&mut self, lower: &Self::Node, upper: &Self::Node) -> io::Result<()>;
     /// mount_setattr(AT_RECURSIVE) on the mount tree at `target`.
     fn mount_setattr(&mut self, target: &Self::Node, set: u64, clear: u64) -> io::Result<()>;
     /// The mount flags of the mount at `target` (statvfs).
@@ -154,6 +156,10 @@ impl MountSys for Kernel {
             flags,
             data,
         )
+    }
+
+    fn copy_up(&mut self, lower: &OwnedFd, upper: &OwnedFd) -> io::Result<()> {
+        super::copyup::copy_up(lower.as_fd(), upper.as_fd())
     }
 
     fn mount_setattr(&mut self, target: &OwnedFd, set: u64, clear: u64) -> io::Result<()> {
@@ -325,6 +331,13 @@ fn mount_one<S: MountSys>(
                 m.data.as_deref(),
             )
             .map_err(fail("mount"))?;
+            if m.copy_up {
+                // `node` still names the covered directory; the new tmpfs is on top.
+                let top = sys
+                    .resolve(root, dest, Create::Nothing)
+                    .map_err(|e| resolve_err(&dest_field(), dest, e))?;
+                sys.copy_up(&node, &top).map_err(fail("copy up into"))?;
+            }
         }
         MountKind::Cgroup2 { source } => {
             match sys.mount(

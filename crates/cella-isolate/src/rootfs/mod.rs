@@ -13,6 +13,7 @@
 //! is unit-tested with a recording double; the real implementation is in [`apply`].
 
 mod apply;
+mod copyup;
 mod plan;
 mod safepath;
 mod sys;

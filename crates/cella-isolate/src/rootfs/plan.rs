@@ -58,6 +58,8 @@ pub(crate) struct MountStep {
     /// Recursive attributes (`rro`, `rnosuid`...) as mount_setattr (set, clear) bits,
     /// applied to the whole mount tree after the mount.
     pub(crate) recursive_attr: Option<(u64, u64)>,
+    /// `tmpcopyup`: copy what the destination held into the new tmpfs.
+    pub(crate) copy_up: bool,
     /// What to create at the destination when it is missing.
     pub(crate) create: Create,
 }
@@ -590,6 +592,7 @@ fn plan_mount(
     let mut bind: Option<bool> = if fstype == "bind" { Some(false) } else { None };
     let mut data: Vec<&str> = Vec::new();
     let mut recursive_attr: Option<(u64, u64)> = None;
+    let mut copy_up = false;
     for o in m.options().iter().flatten() {
         match option(o) {
             Some(Opt::Recursive(set, clear)) => {
@@ -607,13 +610,18 @@ fn plan_mount(
                     format!("{o:?}: id-mapped mounts are not supported"),
                 ));
             }
-            None if o == "tmpcopyup" => {
-                return Err(invalid(&opt_field, "\"tmpcopyup\" is not supported"));
-            }
+            None if o == "tmpcopyup" => copy_up = true,
+            None if o == "notmpcopyup" => copy_up = false,
             None => data.push(o),
         }
     }
 
+    if copy_up && (bind.is_some() || fstype != "tmpfs") {
+        return Err(invalid(
+            &opt_field,
+            "\"tmpcopyup\" only applies to tmpfs mounts",
+        ));
+    }
     let destination_c = cstring(&dest_field, &destination)?;
     check_proc_destination(
         &dest_field,
@@ -651,6 +659,7 @@ fn plan_mount(
             data: None,
             propagation,
             recursive_attr,
+            copy_up: false,
             create: if meta.is_dir() {
                 Create::Dir
             } else {
@@ -707,6 +716,7 @@ fn plan_mount(
                 data: None,
                 propagation,
                 recursive_attr,
+                copy_up: false,
                 create: Create::Dir,
             });
         }
@@ -738,6 +748,7 @@ fn plan_mount(
         data: data_c,
         propagation,
         recursive_attr,
+        copy_up,
         create: Create::Dir,
     })
 }

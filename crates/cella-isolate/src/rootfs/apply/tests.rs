@@ -120,6 +120,11 @@ impl MountSys for Recorder {
         Ok(())
     }
 
+    fn copy_up(&mut self, lower: &String, upper: &String) -> io::Result<()> {
+        self.log.push(format!("copy_up fd:{lower} -> fd:{upper}"));
+        Ok(())
+    }
+
     fn mount_setattr(&mut self, target: &String, set: u64, clear: u64) -> io::Result<()> {
         self.log.push(format!(
             "mount_setattr fd:{target} set={set:#x} clear={clear:#x}"
@@ -253,6 +258,7 @@ fn fs_mount(
         data: data.map(c),
         propagation: Vec::new(),
         recursive_attr: None,
+        copy_up: false,
         create: Create::Dir,
     }
 }
@@ -280,8 +286,12 @@ fn mount_all_order() {
         data: None,
         propagation: vec![libc::MS_SHARED, libc::MS_UNBINDABLE | libc::MS_REC],
         recursive_attr: Some((sys::MOUNT_ATTR_RDONLY, sys::MOUNT_ATTR_NOEXEC)),
+        copy_up: false,
         create: Create::Dir,
     });
+    let mut run = fs_mount("mounts[3]", "/run", "tmpfs", 0, None);
+    run.copy_up = true;
+    plan.mounts.push(run);
     plan.setup_dev = true;
     plan.devices.push(DeviceStep {
         field: "default device".into(),
@@ -309,6 +319,8 @@ fn mount_all_order() {
             "mount_setattr fd:/b/rootfs/data set=0x1 clear=0x8",
             "mount - fd:/b/rootfs/data - SHARED",
             "mount - fd:/b/rootfs/data - REC|UNBINDABLE",
+            "mount tmpfs fd:/b/rootfs/run tmpfs 0",
+            "copy_up fd:/b/rootfs/run -> fd:/b/rootfs/run",
             "mknod fd:/b/rootfs/dev null c 1:3 666",
             "chown fd:/b/rootfs/dev null 0:0",
             "symlink fd:/b/rootfs/dev fd -> /proc/self/fd",
@@ -333,6 +345,7 @@ fn user_namespace_binds_devices_and_keeps_locked_flags() {
         data: None,
         propagation: Vec::new(),
         recursive_attr: None,
+        copy_up: false,
         create: Create::File,
     });
     plan.setup_dev = true;
@@ -417,6 +430,7 @@ fn cgroup_v1_binds_own_cgroups_read_only() {
         data: None,
         propagation: Vec::new(),
         recursive_attr: None,
+        copy_up: false,
         create: Create::Dir,
     });
     let mut r = Recorder {
@@ -455,6 +469,7 @@ fn cgroup2_in_a_user_namespace_falls_back_to_a_bind_of_its_own_cgroup() {
         data: None,
         propagation: Vec::new(),
         recursive_attr: None,
+        copy_up: false,
         create: Create::Dir,
     });
     let mut r = Recorder {

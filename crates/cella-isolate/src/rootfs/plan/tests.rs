@@ -506,3 +506,19 @@ fn proc_destinations_are_restricted() {
     )
     .unwrap();
 }
+
+#[test]
+fn tmpcopyup_is_a_plan_flag_not_data() {
+    let b = TestBundle::new();
+    let p = plan_of(
+        &b,
+        r#"{"destination":"/run","type":"tmpfs","options":["tmpcopyup","mode=755"]},
+        {"destination":"/tmp","type":"tmpfs","options":["tmpcopyup","notmpcopyup"]}"#,
+        "",
+        &HostFacts::default(),
+    )
+    .unwrap();
+    assert!(p.mounts[0].copy_up);
+    assert_eq!(p.mounts[0].data.as_deref(), Some(c"mode=755"));
+    assert!(!p.mounts[1].copy_up);
+}
