@@ -273,7 +273,7 @@ fn setup_full(b: &Bundle) {
     fs::write(b.dir.join("hosts"), "127.0.0.1 localhost\n").unwrap();
 }
 
-fn check_full_rootfs(c: &mut Checks) {
+fn check_full_rootfs(c: &mut Checks, host_cgroups: &BTreeSet<String>) {
     let m = mountinfo();
     c.mount(&m, "/", "", &[]);
     let root = m.iter().rev().find(|l| l.point == "/");
@@ -443,11 +443,22 @@ fn check_full_rootfs(c: &mut Checks) {
         })
         .unwrap_or_default();
     c.check(!cg.is_empty(), "/sys/fs/cgroup is empty");
+    c.check(
+        host_cgroups.is_subset(&cg),
+        format!("/sys/fs/cgroup has {cg:?}, want the host's {host_cgroups:?}"),
+    );
     if cg.contains("memory") {
         c.mount(&m, "/sys/fs/cgroup/memory", "cgroup", &["ro", "nosuid"]);
         c.check(
             Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists(),
             "memory hierarchy content missing",
+        );
+        // It is the init's own cgroup, not the hierarchy's root.
+        let me = std::process::id().to_string();
+        c.check(
+            fs::read_to_string("/sys/fs/cgroup/memory/cgroup.procs")
+                .is_ok_and(|p| p.lines().any(|l| l == me)),
+            "/sys/fs/cgroup/memory is not the init's own cgroup",
         );
     }
     // The cwd is the new root.
@@ -466,6 +477,16 @@ fn full_rootfs_seen_from_inside() {
     setup_full(&b);
     let plan = b.plan(FULL_CONFIG, opts());
     let sub = CString::new(b.dir.join("data/sub").to_string_lossy().as_bytes()).unwrap();
+    // Every cgroup hierarchy mounted under the host's /sys/fs/cgroup (on cgroup v1 or
+    // hybrid hosts), by directory name; the container shows its own part of each.
+    let host_cgroups: BTreeSet<String> = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(" - cgroup"))
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter_map(|mp| mp.strip_prefix("/sys/fs/cgroup/"))
+        .map(str::to_string)
+        .collect();
     let out = in_child(|| {
         // A submount in the bind source, private to this child's namespace.
         sys_mount(c"", c"/", c"", libc::MS_SLAVE | libc::MS_REC)?;
@@ -477,7 +498,7 @@ fn full_rootfs_seen_from_inside() {
         plan.finish()
             .map_err(|e| format!("finish: {e}: {:?}", std::error::Error::source(&e)))?;
         let mut c = Checks::default();
-        check_full_rootfs(&mut c);
+        check_full_rootfs(&mut c, &host_cgroups);
         c.result()
     });
     assert_eq!(out, "OK");
