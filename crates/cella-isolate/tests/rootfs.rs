@@ -473,6 +473,76 @@ fn full_rootfs_seen_from_inside() {
     if !require_root() {
         return;
     }
+    full_rootfs(false);
+}
+
+#[test]
+fn full_rootfs_without_openat2() {
+    if !require_root() {
+        return;
+    }
+    // As on kernels before 5.6: openat2 fails with ENOSYS and every path goes through
+    // the component walk.
+    full_rootfs(true);
+}
+
+/// Makes openat2 fail with ENOSYS in this (forked, single-threaded) process from now on.
+fn deny_openat2() -> Result<(), String> {
+    const OPENAT2: u32 = 437;
+    let filter = [
+        // A = seccomp_data.nr
+        libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: OPENAT2,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ALLOW,
+        },
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: prctl with integer arguments only; `prog` and `filter` live on this frame for
+    // the seccomp call, which copies the program.
+    let ok = unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+            && libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const libc::sock_fprog,
+            ) == 0
+    };
+    if !ok {
+        return Err(format!("seccomp: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: a plain openat2 probe with a null `how`; the filter answers before the
+    // kernel reads any argument.
+    let r = unsafe { libc::syscall(libc::SYS_openat2, libc::AT_FDCWD, c"/".as_ptr(), 0, 0) };
+    if r != -1 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS) {
+        return Err("openat2 still works".into());
+    }
+    Ok(())
+}
+
+fn full_rootfs(no_openat2: bool) {
     let b = Bundle::new("full");
     setup_full(&b);
     let plan = b.plan(FULL_CONFIG, opts());
@@ -488,6 +558,9 @@ fn full_rootfs_seen_from_inside() {
         .map(str::to_string)
         .collect();
     let out = in_child(|| {
+        if no_openat2 {
+            deny_openat2()?;
+        }
         // A submount in the bind source, private to this child's namespace.
         sys_mount(c"", c"/", c"", libc::MS_SLAVE | libc::MS_REC)?;
         sys_mount(c"tmpfs", &sub, c"tmpfs", 0)?;
