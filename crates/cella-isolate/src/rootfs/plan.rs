@@ -145,11 +145,15 @@ impl HostFacts {
     /// Looks at the running host.
     pub(crate) fn probe() -> HostFacts {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut facts = HostFacts {
-            selinux: Path::new("/sys/fs/selinux/enforce").exists(),
-            kcore: Path::new("/proc/kcore").exists(),
-            ..HostFacts::default()
-        };
+        let mut facts = HostFacts::from_mountinfo(&mountinfo);
+        facts.selinux = Path::new("/sys/fs/selinux/enforce").exists();
+        facts.kcore = Path::new("/proc/kcore").exists();
+        facts
+    }
+
+    /// The mount-related facts, from the text of /proc/self/mountinfo.
+    pub(crate) fn from_mountinfo(mountinfo: &str) -> HostFacts {
+        let mut facts = HostFacts::default();
         for line in mountinfo.lines() {
             let Some((left, right)) = line.split_once(" - ") else {
                 continue;
@@ -176,7 +180,16 @@ impl HostFacts {
                     .iter()
                     .copied()
                     .filter(|o| !o.contains('=') || o.starts_with("name="))
-                    .filter(|o| !matches!(*o, "xattr" | "noprefix" | "clone_children"))
+                    .filter(|o| {
+                        !matches!(
+                            *o,
+                            "xattr"
+                                | "noprefix"
+                                | "clone_children"
+                                | "cpuset_v2_mode"
+                                | "favordynmods"
+                        )
+                    })
                     .collect();
                 let name = mp
                     .file_name()
@@ -206,6 +219,8 @@ impl HostFacts {
                 let Ok(name) = CString::new(name) else {
                     continue;
                 };
+                // A later mount on the same point hides the earlier one.
+                facts.hierarchies.retain(|h| h.name != name);
                 facts.hierarchies.push(Hierarchy {
                     name,
                     host_mount: mp.as_os_str().as_bytes().to_vec(),

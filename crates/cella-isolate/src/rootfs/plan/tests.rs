@@ -522,3 +522,60 @@ fn tmpcopyup_is_a_plan_flag_not_data() {
     assert_eq!(p.mounts[0].data.as_deref(), Some(c"mode=755"));
     assert!(!p.mounts[1].copy_up);
 }
+
+#[test]
+fn host_cgroup_hierarchies_from_mountinfo() {
+    let text = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+31 22 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+33 31 0:30 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory,clone_children
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd,release_agent=/x
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate
+50 22 0:40 / /mnt/with\\040space rw - tmpfs tmpfs rw
+";
+    let f = HostFacts::from_mountinfo(text);
+    assert!(!f.cgroup2_only);
+    let h: Vec<_> = f
+        .hierarchies
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_str().unwrap(),
+                String::from_utf8(h.key.clone()).unwrap(),
+                h.data.as_deref().map(|d| d.to_str().unwrap()),
+                h.fstype.to_str().unwrap(),
+                h.links
+                    .iter()
+                    .map(|l| l.to_str().unwrap())
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        h,
+        [
+            (
+                "cpu,cpuacct",
+                "cpu,cpuacct".into(),
+                Some("cpu,cpuacct"),
+                "cgroup",
+                vec!["cpu", "cpuacct"]
+            ),
+            ("memory", "memory".into(), Some("memory"), "cgroup", vec![]),
+            (
+                "systemd",
+                "name=systemd".into(),
+                Some("none,name=systemd"),
+                "cgroup",
+                vec![]
+            ),
+            ("unified", "".into(), None, "cgroup2", vec![]),
+        ]
+    );
+    assert!(f.mount_points.contains(&PathBuf::from("/mnt/with space")));
+    let v2 = HostFacts::from_mountinfo(
+        "31 22 0:28 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n",
+    );
+    assert!(v2.cgroup2_only);
+}
