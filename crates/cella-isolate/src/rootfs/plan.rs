@@ -420,6 +420,12 @@ pub(crate) fn plan(
     opts: RootfsOptions,
     host: &HostFacts,
 ) -> Result<RootfsPlan, RootfsError> {
+    // Relative bind sources are joined to the bundle and used later from the init, whose
+    // cwd may differ: make the bundle absolute now.
+    let bundle = &std::path::absolute(bundle).map_err(|source| RootfsError::Root {
+        path: bundle.to_path_buf(),
+        source,
+    })?;
     let root = spec
         .root()
         .as_ref()

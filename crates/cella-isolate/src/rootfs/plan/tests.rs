@@ -579,3 +579,27 @@ fn host_cgroup_hierarchies_from_mountinfo() {
     );
     assert!(v2.cgroup2_only);
 }
+
+#[test]
+fn relative_bundle_paths_become_absolute() {
+    let b = TestBundle::new();
+    fs::create_dir_all(b.0.join("data")).unwrap();
+    let spec = b.spec(&config(
+        r#"{"destination":"/d","type":"bind","source":"data","options":["bind"]}"#,
+        "",
+    ));
+    let cwd = std::env::current_dir().unwrap();
+    // A relative spelling of the same bundle, from the current directory.
+    let rel: PathBuf = cwd
+        .components()
+        .skip(1)
+        .map(|_| "..")
+        .collect::<PathBuf>()
+        .join(b.0.strip_prefix("/").unwrap());
+    let p = plan(&spec, &rel, opts(), &HostFacts::default()).unwrap();
+    match &p.mounts[0].kind {
+        MountKind::Bind { source, .. } => assert!(source.as_bytes().starts_with(b"/")),
+        k => panic!("not a bind: {k:?}"),
+    }
+    assert!(p.rootfs.as_bytes().starts_with(b"/"));
+}
