@@ -880,3 +880,73 @@ fn inside_a_real_user_namespace() {
     assert_eq!(out, "OK");
     assert_eq!(host_mounts_under(&b.dir), Vec::<String>::new());
 }
+
+#[test]
+fn symlink_exchange_race_never_reaches_the_host() {
+    if !require_root() {
+        return;
+    }
+    // CVE-2021-30465: while the runtime resolves and mounts, another process keeps
+    // exchanging a directory of the rootfs with a symlink to a host directory. Whatever
+    // the timing, the mount must land inside the rootfs (or fail), never on the host.
+    let b = Bundle::new("race");
+    let host = b.dir.join("host-race");
+    fs::create_dir_all(host.join("x")).unwrap();
+    fs::create_dir_all(b.rootfs().join("race/x")).unwrap();
+    symlink(&host, b.rootfs().join("race-link")).unwrap();
+    let config = r#"{"ociVersion":"1.2.0","root":{"path":"rootfs"},
+      "mounts":[{"destination":"/race/x","type":"tmpfs","options":["size=1k"]}],
+      "linux":{"namespaces":[{"type":"mount"}]}}"#;
+    let plan = b.plan(config, opts());
+    let race = CString::new(b.rootfs().join("race").to_string_lossy().as_bytes()).unwrap();
+    let link = CString::new(b.rootfs().join("race-link").to_string_lossy().as_bytes()).unwrap();
+    let rootfs = CString::new(b.rootfs().to_string_lossy().as_bytes()).unwrap();
+    let host_x = host.join("x").to_string_lossy().into_owned();
+    let out = in_child(|| {
+        // SAFETY: fork in a single-threaded child; the grandchild only loops on
+        // renameat2 and is killed below.
+        let swapper = unsafe { libc::fork() };
+        if swapper == 0 {
+            loop {
+                // SAFETY: both paths are NUL-terminated and live for the whole loop.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_renameat2,
+                        libc::AT_FDCWD,
+                        race.as_ptr(),
+                        libc::AT_FDCWD,
+                        link.as_ptr(),
+                        libc::RENAME_EXCHANGE,
+                    );
+                }
+            }
+        }
+        let mut result = Ok(());
+        let (mut ok, mut failed) = (0, 0);
+        for _ in 0..300 {
+            match plan.mount_all() {
+                Ok(()) => ok += 1,
+                Err(_) => failed += 1,
+            }
+            if mountinfo().iter().any(|l| l.point == host_x) {
+                result = Err(format!("mounted on the host directory {host_x}"));
+                break;
+            }
+            // Drop this round's rootfs bind and everything under it.
+            // SAFETY: `rootfs` is a NUL-terminated path living across the call.
+            unsafe { libc::umount2(rootfs.as_ptr(), libc::MNT_DETACH) };
+        }
+        // SAFETY: `swapper` is our child; kill and reap it.
+        unsafe {
+            libc::kill(swapper, libc::SIGKILL);
+            libc::waitpid(swapper, std::ptr::null_mut(), 0);
+        }
+        if ok == 0 {
+            return Err(format!("no round succeeded ({failed} failed)"));
+        }
+        result
+    });
+    assert_eq!(out, "OK");
+    assert_eq!(host_mounts_under(&b.dir), Vec::<String>::new());
+    assert_eq!(fs::read_dir(host.join("x")).unwrap().count(), 0);
+}
