@@ -7,10 +7,21 @@
 //! 2. [`RootfsPlan::pivot`]: pivot_root (or MS_MOVE + chroot) and chdir("/");
 //! 3. [`RootfsPlan::finish`]: readonlyPaths, maskedPaths, then a read-only root.
 //!
-//! Every mount target is resolved inside the rootfs by [`safepath`] and mounted through
+//! The init must already be in its cgroup when it calls `mount_all` (a `cgroup` mount on
+//! a v1/hybrid host binds the init's own directory of each hierarchy, read from
+//! /proc/self/cgroup), and /proc must be mounted in the container for `finish` to reach
+//! paths through `/proc/self/fd` after the pivot (every runc-style config mounts it).
+//!
+//! `cgroup` mounts: on a pure cgroup v2 host, a cgroup2 mount (in a user namespace that
+//! the kernel refuses it to, a read-only bind of the init's own cgroup directory); on a
+//! v1 or hybrid host, a tmpfs holding, per host hierarchy, a read-only bind of the init's
+//! own cgroup directory (or a fresh mount when the container has its own cgroup
+//! namespace), plus symlinks for co-mounted controllers (`cpu` -> `cpu,cpuacct`).
+//!
+//! Every mount target is resolved inside the rootfs by `safepath` and mounted through
 //! `/proc/self/fd/<n>` of an O_PATH fd, so no symlink can redirect a mount out of it.
-//! The execution code is written against [`apply::MountSys`] so the order of kernel calls
-//! is unit-tested with a recording double; the real implementation is in [`apply`].
+//! The execution code is written against `apply::MountSys` so the order of kernel calls
+//! is unit-tested with a recording double; the real implementation is in `apply`.
 
 mod apply;
 mod copyup;
