@@ -1,5 +1,6 @@
 //! Kernel primitives for isolation: namespaces and id maps, capabilities, credentials and
-//! limits, the runtime/init channel, and protection of the runtime binary.
+//! limits, the root filesystem, the runtime/init channel, and protection of the runtime
+//! binary.
 //!
 //! Most of this runs in the container's init between clone and exec, single-threaded:
 //! plans are built beforehand and the code here allocates as little as it can.
