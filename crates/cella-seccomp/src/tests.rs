@@ -1,0 +1,506 @@
+//! Compiler unit tests: profiles are compiled and run in the user-space interpreter.
+
+use oci_spec::runtime::{
+    Arch, LinuxSeccomp, LinuxSeccompAction as Act, LinuxSeccompArgBuilder,
+    LinuxSeccompOperator as Op, LinuxSyscall,
+};
+
+use crate::bpf::{self, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, SeccompData, X32_SYSCALL_BIT};
+use crate::{SeccompError, compile, syscall_nr_i386, syscall_nr_x32, syscall_nr_x86_64};
+
+fn rule(
+    names: &[&str],
+    action: Act,
+    errno: Option<u32>,
+    args: &[(usize, Op, u64, u64)],
+) -> LinuxSyscall {
+    let mut s = LinuxSyscall::default();
+    s.set_names(names.iter().map(|n| n.to_string()).collect());
+    s.set_action(action);
+    s.set_errno_ret(errno);
+    if !args.is_empty() {
+        s.set_args(Some(
+            args.iter()
+                .map(|&(index, op, value, two)| {
+                    LinuxSeccompArgBuilder::default()
+                        .index(index)
+                        .op(op)
+                        .value(value)
+                        .value_two(two)
+                        .build()
+                        .unwrap()
+                })
+                .collect(),
+        ));
+    }
+    s
+}
+
+fn profile(
+    default: Act,
+    errno: Option<u32>,
+    arches: &[Arch],
+    syscalls: Vec<LinuxSyscall>,
+) -> LinuxSeccomp {
+    let mut p = LinuxSeccomp::default();
+    p.set_default_action(default);
+    p.set_default_errno_ret(errno);
+    p.set_architectures(Some(arches.to_vec()));
+    p.set_syscalls(Some(syscalls));
+    p
+}
+
+fn eval(prog: &crate::SeccompProgram, arch: u32, nr: u32, args: [u64; 6]) -> u32 {
+    let d = SeccompData {
+        nr,
+        arch,
+        ip: 0x7fff_dead_beef,
+        args,
+    };
+    bpf::run(prog.instructions(), &d).expect("program runs")
+}
+
+fn nr(name: &str) -> u32 {
+    syscall_nr_x86_64(name).unwrap()
+}
+
+const ENOSYS: u32 = bpf::RET_ERRNO | 38;
+
+#[test]
+fn plain_rules_and_default_errno() {
+    let p = profile(
+        Act::ScmpActErrno,
+        Some(38),
+        &[],
+        vec![
+            rule(&["getpid", "read"], Act::ScmpActAllow, None, &[]),
+            rule(&["mkdir"], Act::ScmpActErrno, None, &[]),
+            rule(&["no_such_syscall"], Act::ScmpActAllow, None, &[]),
+            rule(&["kill"], Act::ScmpActKillProcess, None, &[]),
+            rule(&["getuid"], Act::ScmpActTrace, Some(7), &[]),
+        ],
+    );
+    let prog = compile(&p).unwrap();
+    let a = [0; 6];
+    assert_eq!(
+        eval(&prog, AUDIT_ARCH_X86_64, nr("getpid"), a),
+        bpf::RET_ALLOW
+    );
+    assert_eq!(
+        eval(&prog, AUDIT_ARCH_X86_64, nr("read"), a),
+        bpf::RET_ALLOW
+    );
+    assert_eq!(
+        eval(&prog, AUDIT_ARCH_X86_64, nr("mkdir"), a),
+        bpf::RET_ERRNO | 1
+    );
+    assert_eq!(
+        eval(&prog, AUDIT_ARCH_X86_64, nr("kill"), a),
+        bpf::RET_KILL_PROCESS
+    );
+    assert_eq!(
+        eval(&prog, AUDIT_ARCH_X86_64, nr("getuid"), a),
+        bpf::RET_TRACE | 7
+    );
+    assert_eq!(eval(&prog, AUDIT_ARCH_X86_64, nr("write"), a), ENOSYS);
+    for n in [0x3fff_ffff, 10_000, u32::MAX >> 3] {
+        assert_eq!(eval(&prog, AUDIT_ARCH_X86_64, n, a), ENOSYS, "nr {n:#x}");
+    }
+    // x32 and i386 are not listed: the bad-arch action, whatever the number.
+    assert_eq!(
+        eval(&prog, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT | nr("getpid"), a),
+        0
+    );
+    assert_eq!(eval(&prog, AUDIT_ARCH_X86_64, u32::MAX, a), 0);
+    assert_eq!(eval(&prog, AUDIT_ARCH_I386, 20, a), 0);
+    assert_eq!(eval(&prog, 0xc000_00b7, nr("getpid"), a), 0);
+}
+
+#[test]
+fn plain_verdicts_read_only_arch_and_nr() {
+    let p = profile(
+        Act::ScmpActErrno,
+        None,
+        &[Arch::ScmpArchX86, Arch::ScmpArchX32],
+        vec![
+            rule(
+                &["getpid", "read", "write", "mmap"],
+                Act::ScmpActAllow,
+                None,
+                &[],
+            ),
+            rule(
+                &["personality"],
+                Act::ScmpActAllow,
+                None,
+                &[(0, Op::ScmpCmpEq, 8, 0)],
+            ),
+        ],
+    );
+    let prog = compile(&p).unwrap();
+    for arch in [AUDIT_ARCH_X86_64, AUDIT_ARCH_I386] {
+        for n in 0..1024u32 {
+            let n = if arch == AUDIT_ARCH_X86_64 && n >= 512 {
+                X32_SYSCALL_BIT | (n - 512)
+            } else {
+                n
+            };
+            let d = SeccompData {
+                nr: n,
+                arch,
+                ip: 1,
+                args: [9; 6],
+            };
+            let (v, loaded) = bpf::run_traced(prog.instructions(), &d).unwrap();
+            let is_personality = [
+                syscall_nr_x86_64("personality"),
+                syscall_nr_i386("personality"),
+                syscall_nr_x32("personality"),
+            ]
+            .contains(&Some(n));
+            if !is_personality {
+                assert_eq!(
+                    loaded, 0b11,
+                    "nr {n:#x} arch {arch:#x} verdict {v:#x} loaded more than nr and arch"
+                );
+            }
+        }
+    }
+}
+
+/// Every operator against boundary values, compared with the same comparison in Rust.
+#[test]
+fn operators_on_64_bit_args() {
+    let values: [u64; 7] = [
+        0,
+        1,
+        0xffff_ffff,
+        0x1_0000_0000,
+        0x1_0000_0001,
+        0x8000_0000_0000_0000,
+        u64::MAX,
+    ];
+    let ops = [
+        Op::ScmpCmpNe,
+        Op::ScmpCmpLt,
+        Op::ScmpCmpLe,
+        Op::ScmpCmpEq,
+        Op::ScmpCmpGe,
+        Op::ScmpCmpGt,
+        Op::ScmpCmpMaskedEq,
+    ];
+    for op in ops {
+        for &v in &values {
+            let two = 0x1_0000_0000;
+            let p = profile(
+                Act::ScmpActAllow,
+                None,
+                &[Arch::ScmpArchX86],
+                vec![rule(
+                    &["ioctl"],
+                    Act::ScmpActErrno,
+                    Some(99),
+                    &[(3, op, v, two)],
+                )],
+            );
+            let prog = compile(&p).unwrap();
+            let mut probes: Vec<u64> = values.to_vec();
+            for &x in &values {
+                probes.extend([
+                    x.wrapping_add(1),
+                    x.wrapping_sub(1),
+                    x ^ 0xffff_ffff,
+                    x ^ (0xffff_ffff << 32),
+                ]);
+            }
+            for &a in &probes {
+                let holds = match op {
+                    Op::ScmpCmpNe => a != v,
+                    Op::ScmpCmpLt => a < v,
+                    Op::ScmpCmpLe => a <= v,
+                    Op::ScmpCmpEq => a == v,
+                    Op::ScmpCmpGe => a >= v,
+                    Op::ScmpCmpGt => a > v,
+                    Op::ScmpCmpMaskedEq => a & v == two,
+                };
+                let want = if holds {
+                    bpf::RET_ERRNO | 99
+                } else {
+                    bpf::RET_ALLOW
+                };
+                let mut args = [0u64; 6];
+                args[3] = a;
+                assert_eq!(
+                    eval(&prog, AUDIT_ARCH_X86_64, nr("ioctl"), args),
+                    want,
+                    "{op:?} arg {a:#x} value {v:#x}"
+                );
+                // i386 sees 32-bit arguments: only the low word counts, the high word is 0.
+                let a32 = a & 0xffff_ffff;
+                let holds32 = match op {
+                    Op::ScmpCmpNe => a32 != v,
+                    Op::ScmpCmpLt => a32 < v,
+                    Op::ScmpCmpLe => a32 <= v,
+                    Op::ScmpCmpEq => a32 == v,
+                    Op::ScmpCmpGe => a32 >= v,
+                    Op::ScmpCmpGt => a32 > v,
+                    Op::ScmpCmpMaskedEq => a32 & v == two,
+                };
+                let want32 = if holds32 {
+                    bpf::RET_ERRNO | 99
+                } else {
+                    bpf::RET_ALLOW
+                };
+                assert_eq!(
+                    eval(
+                        &prog,
+                        AUDIT_ARCH_I386,
+                        syscall_nr_i386("ioctl").unwrap(),
+                        args
+                    ),
+                    want32,
+                    "i386 {op:?} arg {a:#x} value {v:#x}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn args_in_a_rule_are_anded_and_rules_are_ored() {
+    let p = profile(
+        Act::ScmpActErrno,
+        None,
+        &[],
+        vec![
+            rule(
+                &["socket"],
+                Act::ScmpActAllow,
+                None,
+                &[(0, Op::ScmpCmpEq, 1, 0), (1, Op::ScmpCmpEq, 2, 0)],
+            ),
+            rule(
+                &["socket"],
+                Act::ScmpActAllow,
+                None,
+                &[(0, Op::ScmpCmpEq, 10, 0)],
+            ),
+            rule(
+                &["socket"],
+                Act::ScmpActLog,
+                None,
+                &[(2, Op::ScmpCmpGt, 100, 0)],
+            ),
+        ],
+    );
+    let prog = compile(&p).unwrap();
+    let s = nr("socket");
+    let deny = bpf::RET_ERRNO | 1;
+    assert_eq!(
+        eval(&prog, AUDIT_ARCH_X86_64, s, [1, 2, 0, 0, 0, 0]),
+        bpf::RET_ALLOW
+    );
+    assert_eq!(eval(&prog, AUDIT_ARCH_X86_64, s, [1, 3, 0, 0, 0, 0]), deny);
+    assert_eq!(eval(&prog, AUDIT_ARCH_X86_64, s, [2, 2, 0, 0, 0, 0]), deny);
+    assert_eq!(
+        eval(&prog, AUDIT_ARCH_X86_64, s, [10, 99, 0, 0, 0, 0]),
+        bpf::RET_ALLOW
+    );
+    assert_eq!(
+        eval(&prog, AUDIT_ARCH_X86_64, s, [3, 3, 101, 0, 0, 0]),
+        bpf::RET_LOG
+    );
+    assert_eq!(
+        eval(&prog, AUDIT_ARCH_X86_64, s, [1 << 32 | 1, 2, 0, 0, 0, 0]),
+        deny
+    );
+}
+
+#[test]
+fn x32_and_i386_use_their_own_numbers() {
+    let p = profile(
+        Act::ScmpActAllow,
+        None,
+        &[Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32],
+        vec![rule(
+            &["getppid", "rt_sigaction"],
+            Act::ScmpActErrno,
+            Some(13),
+            &[],
+        )],
+    );
+    let prog = compile(&p).unwrap();
+    let deny = bpf::RET_ERRNO | 13;
+    let a = [0; 6];
+    assert_eq!(eval(&prog, AUDIT_ARCH_X86_64, nr("getppid"), a), deny);
+    assert_eq!(
+        eval(&prog, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT | nr("getppid"), a),
+        deny
+    );
+    // rt_sigaction is 13 on x86_64 but 512 on x32; x32's 13 is not a syscall.
+    assert_eq!(eval(&prog, AUDIT_ARCH_X86_64, 13, a), deny);
+    assert_eq!(
+        eval(&prog, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT | 512, a),
+        deny
+    );
+    assert_eq!(
+        eval(&prog, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT | 13, a),
+        bpf::RET_ALLOW
+    );
+    assert_eq!(
+        eval(
+            &prog,
+            AUDIT_ARCH_I386,
+            syscall_nr_i386("getppid").unwrap(),
+            a
+        ),
+        deny
+    );
+    assert_eq!(
+        eval(&prog, AUDIT_ARCH_I386, nr("getppid"), a),
+        bpf::RET_ALLOW
+    );
+}
+
+#[test]
+fn i386_socket_rules_cover_socketcall() {
+    let p = profile(
+        Act::ScmpActAllow,
+        None,
+        &[Arch::ScmpArchX86],
+        vec![rule(
+            &["socket"],
+            Act::ScmpActErrno,
+            Some(97),
+            &[(0, Op::ScmpCmpEq, 16, 0)],
+        )],
+    );
+    let prog = compile(&p).unwrap();
+    let deny = bpf::RET_ERRNO | 97;
+    assert_eq!(eval(&prog, AUDIT_ARCH_I386, 359, [16, 0, 0, 0, 0, 0]), deny);
+    assert_eq!(
+        eval(&prog, AUDIT_ARCH_I386, 359, [2, 0, 0, 0, 0, 0]),
+        bpf::RET_ALLOW
+    );
+    // socketcall(SYS_SOCKET, argp): the arguments are in memory, so the sub-call decides.
+    assert_eq!(eval(&prog, AUDIT_ARCH_I386, 102, [1, 0, 0, 0, 0, 0]), deny);
+    assert_eq!(
+        eval(&prog, AUDIT_ARCH_I386, 102, [2, 0, 0, 0, 0, 0]),
+        bpf::RET_ALLOW
+    );
+}
+
+#[test]
+fn errors_name_the_field() {
+    let p = profile(
+        Act::ScmpActErrno,
+        None,
+        &[],
+        vec![
+            rule(&["read"], Act::ScmpActAllow, None, &[]),
+            rule(&["write"], Act::ScmpActAllow, None, &[]),
+            rule(&["close"], Act::ScmpActAllow, None, &[]),
+            rule(
+                &["ioctl"],
+                Act::ScmpActAllow,
+                None,
+                &[(6, Op::ScmpCmpEq, 1, 0)],
+            ),
+        ],
+    );
+    let e = compile(&p).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "linux.seccomp.syscalls[3].args[0].index: 6 is above 5"
+    );
+
+    let p = profile(
+        Act::ScmpActErrno,
+        None,
+        &[],
+        vec![rule(&["read"], Act::ScmpActErrno, Some(70000), &[])],
+    );
+    assert_eq!(
+        compile(&p).unwrap_err().to_string(),
+        "linux.seccomp.syscalls[0].errnoRet: 70000 is above 65535 (SECCOMP_RET_DATA is 16 bits)"
+    );
+    let p = profile(Act::ScmpActNotify, None, &[], vec![]);
+    assert!(
+        matches!(compile(&p), Err(SeccompError::Invalid { ref path, .. }) if path == "linux.seccomp.defaultAction")
+    );
+    let p = profile(
+        Act::ScmpActErrno,
+        None,
+        &[],
+        vec![rule(&["read"], Act::ScmpActNotify, None, &[])],
+    );
+    assert_eq!(
+        compile(&p).unwrap_err().to_string(),
+        "linux.seccomp.listenerPath: required when a rule uses SCMP_ACT_NOTIFY"
+    );
+    // Unknown actions, architectures and operators are refused when config.json is parsed.
+    let bad = r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_FOO"}]}"#;
+    assert!(serde_json::from_str::<LinuxSeccomp>(bad).is_err());
+}
+
+/// Enough arg-checked syscalls that tree jumps exceed 255 instructions and need `ja`.
+#[test]
+fn long_jumps_in_big_profiles() {
+    let names: Vec<&str> = crate::tables::X86_64
+        .iter()
+        .map(|(n, _)| *n)
+        .take(200)
+        .collect();
+    let syscalls = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            rule(
+                &[n],
+                Act::ScmpActAllow,
+                None,
+                &[(i % 6, Op::ScmpCmpEq, i as u64, 0)],
+            )
+        })
+        .collect();
+    let p = profile(Act::ScmpActErrno, Some(38), &[Arch::ScmpArchX86], syscalls);
+    let prog = compile(&p).unwrap();
+    assert!(prog.len() > 1000, "{}", prog.len());
+    assert!(
+        prog.instructions()
+            .iter()
+            .any(|i| i.code == bpf::JMP_JA && i.k > 255)
+    );
+    for (i, n) in names.iter().enumerate() {
+        let mut args = [0u64; 6];
+        args[i % 6] = i as u64;
+        assert_eq!(
+            eval(&prog, AUDIT_ARCH_X86_64, nr(n), args),
+            bpf::RET_ALLOW,
+            "{n}"
+        );
+        args[i % 6] = i as u64 + 1;
+        assert_eq!(eval(&prog, AUDIT_ARCH_X86_64, nr(n), args), ENOSYS, "{n}");
+    }
+}
+
+#[test]
+fn too_long_is_an_error() {
+    let names: Vec<&str> = crate::tables::X86_64.iter().map(|(n, _)| *n).collect();
+    let syscalls = names
+        .iter()
+        .map(|n| {
+            rule(
+                &[n],
+                Act::ScmpActAllow,
+                None,
+                &[(0, Op::ScmpCmpLt, 5, 0), (1, Op::ScmpCmpGe, 5, 0)],
+            )
+        })
+        .collect();
+    let p = profile(Act::ScmpActErrno, None, &[], syscalls);
+    match compile(&p) {
+        Err(SeccompError::TooLong { len }) => assert!(len > 4096),
+        other => panic!("expected TooLong, got {other:?}"),
+    }
+}
