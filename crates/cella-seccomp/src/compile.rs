@@ -20,55 +20,10 @@
 //! read arguments or the instruction pointer, so the kernel's allow cache (Linux 5.11+)
 //! still covers every plainly allowed syscall.
 
-use std::collections::BTreeMap;
-
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction as Act, LinuxSeccompOperator as Op};
 
 use crate::bpf::{self, Insn};
 use crate::{Abi, SeccompError};
-
-/// i386 `socketcall(2)` and its sub-call numbers (`SYS_SOCKET`...): libseccomp adds a rule on
-/// the multiplexer for every socket syscall, matching only the sub-call (the real
-/// arguments are in user memory, out of the filter's reach).
-const I386_SOCKETCALL: u32 = 102;
-const SOCKETCALL_SUBCALLS: &[(&str, u32)] = &[
-    ("accept", 5),
-    ("accept4", 18),
-    ("bind", 2),
-    ("connect", 3),
-    ("getpeername", 7),
-    ("getsockname", 6),
-    ("getsockopt", 15),
-    ("listen", 4),
-    ("recv", 10),
-    ("recvfrom", 12),
-    ("recvmmsg", 19),
-    ("recvmsg", 17),
-    ("send", 9),
-    ("sendmmsg", 20),
-    ("sendmsg", 16),
-    ("sendto", 11),
-    ("setsockopt", 14),
-    ("shutdown", 13),
-    ("socket", 1),
-    ("socketpair", 8),
-];
-/// i386 `ipc(2)` and its sub-calls, handled like socketcall.
-const I386_IPC: u32 = 117;
-const IPC_SUBCALLS: &[(&str, u32)] = &[
-    ("msgctl", 14),
-    ("msgget", 13),
-    ("msgrcv", 12),
-    ("msgsnd", 11),
-    ("semctl", 3),
-    ("semget", 2),
-    ("semop", 1),
-    ("semtimedop", 4),
-    ("shmat", 21),
-    ("shmctl", 24),
-    ("shmdt", 22),
-    ("shmget", 23),
-];
 
 /// One argument condition, already validated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,7 +49,10 @@ pub(crate) struct Plan {
     pub(crate) notify: bool,
     /// Actions the profile uses, to probe the kernel for.
     pub(crate) actions: Vec<(String, u32)>,
-    rules: BTreeMap<(Abi, u32), Vec<Rule>>,
+    rules: Vec<Rule>,
+    /// (ABI, syscall number, index into `rules`), sorted by ABI and number, each
+    /// syscall's rules in profile order.
+    entries: Vec<(Abi, u32, usize)>,
 }
 
 /// Returns the kernel action for an OCI action, with `errnoRet` where it applies.
@@ -164,7 +122,8 @@ pub(crate) fn plan(cfg: &LinuxSeccomp) -> Result<Plan, SeccompError> {
         abis.push(Abi::X32);
     }
 
-    let mut rules: BTreeMap<(Abi, u32), Vec<Rule>> = BTreeMap::new();
+    let mut rules: Vec<Rule> = Vec::new();
+    let mut entries: Vec<(Abi, u32, usize)> = Vec::new();
     let mut notify = false;
     for (i, sc) in cfg.syscalls().iter().flatten().enumerate() {
         let action = action_value(sc.action(), sc.errno_ret(), || {
@@ -194,38 +153,38 @@ pub(crate) fn plan(cfg: &LinuxSeccomp) -> Result<Plan, SeccompError> {
             action & 0xffff_0000,
         ));
         notify |= action == bpf::RET_USER_NOTIF;
+        let rule = rules.len();
+        rules.push(Rule { conds, action });
         for name in sc.names() {
+            // Names no x86 ABI knows are skipped, as runc and crun skip the names
+            // libseccomp cannot resolve: one profile serves many kernels and arches.
+            let Some(row) = crate::syscall_row(name) else {
+                continue;
+            };
             for &abi in &abis {
-                // Names this ABI does not know are skipped, as runc and crun skip the
-                // names libseccomp cannot resolve: one profile serves many kernels.
-                if let Some(nr) = abi.lookup(name) {
-                    rules.entry((abi, nr)).or_default().push(Rule {
-                        conds: conds.clone(),
-                        action,
-                    });
+                if let Some(nr) = abi.nr(row) {
+                    entries.push((abi, nr, rule));
                 }
-                if abi == Abi::I386 {
-                    let multiplexed = [
-                        (I386_SOCKETCALL, SOCKETCALL_SUBCALLS),
-                        (I386_IPC, IPC_SUBCALLS),
-                    ];
-                    for (mux, subs) in multiplexed {
-                        if let Ok(k) = subs.binary_search_by(|(n, _)| n.cmp(&name.as_str())) {
-                            rules.entry((abi, mux)).or_default().push(Rule {
-                                conds: vec![Cond {
-                                    index: 0,
-                                    op: Op::ScmpCmpEq,
-                                    value: u64::from(subs[k].1),
-                                    value_two: 0,
-                                }],
-                                action,
-                            });
-                        }
-                    }
-                }
+            }
+            // i386 socket and SysV IPC calls also go through socketcall(2) / ipc(2):
+            // as libseccomp, add a rule on the multiplexer matching only the sub-call
+            // (the real arguments are in user memory, out of the filter's reach).
+            if i386 && row.4 != 0 {
+                entries.push((Abi::I386, row.4 >> 8, rules.len()));
+                rules.push(Rule {
+                    conds: vec![Cond {
+                        index: 0,
+                        op: Op::ScmpCmpEq,
+                        value: u64::from(row.4 & 0xff),
+                        value_two: 0,
+                    }],
+                    action,
+                });
             }
         }
     }
+    // Stable: each syscall keeps its rules in profile order (first match wins).
+    entries.sort_by_key(|&(abi, nr, _)| (abi, nr));
     if notify && cfg.listener_path().is_none() {
         // As runc: without a listener nobody could ever answer the notifications.
         return Err(SeccompError::Invalid {
@@ -240,6 +199,7 @@ pub(crate) fn plan(cfg: &LinuxSeccomp) -> Result<Plan, SeccompError> {
         notify,
         actions,
         rules,
+        entries,
     })
 }
 
@@ -261,28 +221,33 @@ struct Seg {
     leaf: Leaf,
 }
 
-/// Turns a syscall's rule list into its leaf.
-fn leaf_of(rules: &[Rule], args64: bool) -> Leaf {
-    // Rules after the first unconditional one can never match.
-    let end = rules
-        .iter()
-        .position(|r| r.conds.is_empty())
-        .map_or(rules.len(), |p| p + 1);
-    let rules = &rules[..end];
-    if rules[0].conds.is_empty() {
-        return Leaf::Ret(rules[0].action);
+/// Turns a syscall's rules (in profile order) into its leaf.
+fn leaf_of<'a>(rules: impl Iterator<Item = &'a Rule>, args64: bool) -> Leaf {
+    let mut kept = Vec::new();
+    for r in rules {
+        kept.push(r.clone());
+        // Rules after the first unconditional one can never match.
+        if r.conds.is_empty() {
+            break;
+        }
+    }
+    if kept[0].conds.is_empty() {
+        return Leaf::Ret(kept[0].action);
     }
     Leaf::Rules {
-        rules: rules.to_vec(),
+        rules: kept,
         args64,
     }
 }
 
 /// Segments covering `lo..=hi` for one ABI.
 fn segments(plan: &Plan, abi: Abi, lo: u32, hi: u32, out: &mut Vec<Seg>) {
+    let e = &plan.entries;
+    let mut i = e.partition_point(|&(a, nr, _)| (a, nr) < (abi, lo));
     let mut next = Some(lo);
-    for ((_, nr), rules) in plan.rules.range((abi, lo)..=(abi, hi)) {
-        let nr = *nr;
+    while i < e.len() && e[i].0 == abi && e[i].1 <= hi {
+        let nr = e[i].1;
+        let end = i + e[i..].partition_point(|&(a, n, _)| (a, n) == (abi, nr));
         if let Some(n) = next
             && n < nr
         {
@@ -293,9 +258,13 @@ fn segments(plan: &Plan, abi: Abi, lo: u32, hi: u32, out: &mut Vec<Seg>) {
         }
         out.push(Seg {
             start: nr,
-            leaf: leaf_of(rules, abi == Abi::X86_64),
+            leaf: leaf_of(
+                e[i..end].iter().map(|&(_, _, r)| &plan.rules[r]),
+                abi == Abi::X86_64,
+            ),
         });
         next = nr.checked_add(1).filter(|n| *n <= hi);
+        i = end;
     }
     if let Some(n) = next {
         out.push(Seg {

@@ -82,18 +82,29 @@ pub(crate) enum Abi {
     X32,
 }
 
+/// One row of the generated table: name and its number on each ABI.
+pub(crate) type SyscallRow = (&'static str, u32, u32, u32, u32);
+
+/// The table row for `name`, if any x86 ABI has the syscall.
+pub(crate) fn syscall_row(name: &str) -> Option<&'static SyscallRow> {
+    let t = tables::SYSCALLS;
+    t.binary_search_by(|r| r.0.cmp(name)).ok().map(|i| &t[i])
+}
+
 impl Abi {
+    /// This ABI's number in `row`, if it has the syscall.
+    pub(crate) fn nr(self, row: &SyscallRow) -> Option<u32> {
+        let nr = match self {
+            Abi::X86_64 => row.1,
+            Abi::I386 => row.2,
+            Abi::X32 => row.3,
+        };
+        (nr != tables::NONE).then_some(nr)
+    }
+
     /// This ABI's number for `name`, if it has the syscall.
     pub(crate) fn lookup(self, name: &str) -> Option<u32> {
-        let table = match self {
-            Abi::X86_64 => tables::X86_64,
-            Abi::I386 => tables::I386,
-            Abi::X32 => tables::X32,
-        };
-        table
-            .binary_search_by(|(n, _)| (*n).cmp(name))
-            .ok()
-            .map(|i| table[i].1)
+        syscall_row(name).and_then(|r| self.nr(r))
     }
 }
 
