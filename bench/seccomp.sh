@@ -52,7 +52,7 @@ print('''int main(int argc, char **argv) {
 PY
 gcc -O2 -o "$WORK/build" "$WORK/build.c" -lseccomp
 
-echo "## (a) building the filter program (Docker-like profile, $(grep -c '"' "$PROFILE" >/dev/null; echo 3) ABIs)"
+echo "## (a) building the filter program (Docker-like profile, x86_64 + x86 + x32)"
 "$BIN" compile "$PROFILE" 2000
 "$WORK/build" 500
 echo "instructions: libseccomp $(( $(stat -c %s "$WORK/libseccomp.bpf") / 8 ))"

@@ -257,3 +257,112 @@ pub fn send_to_listener(
 
 #[cfg(test)]
 mod tests;
+
+/// Checks the raw JSON of `linux.seccomp` for names oci-spec would refuse with a bare
+/// serde message, and reports the first one with its field path, e.g.
+/// `linux.seccomp.syscalls[3].action: unknown action "SCMP_ACT_FOO"`.
+///
+/// The runtime calls this when parsing config.json fails, to tell the user which field.
+pub fn check_json(seccomp: &serde_json::Value) -> Result<(), SeccompError> {
+    use serde_json::Value;
+    const ACTIONS: &[&str] = &[
+        "SCMP_ACT_KILL",
+        "SCMP_ACT_KILL_THREAD",
+        "SCMP_ACT_KILL_PROCESS",
+        "SCMP_ACT_TRAP",
+        "SCMP_ACT_ERRNO",
+        "SCMP_ACT_NOTIFY",
+        "SCMP_ACT_TRACE",
+        "SCMP_ACT_LOG",
+        "SCMP_ACT_ALLOW",
+    ];
+    const OPS: &[&str] = &[
+        "SCMP_CMP_NE",
+        "SCMP_CMP_LT",
+        "SCMP_CMP_LE",
+        "SCMP_CMP_EQ",
+        "SCMP_CMP_GE",
+        "SCMP_CMP_GT",
+        "SCMP_CMP_MASKED_EQ",
+    ];
+    const FLAGS: &[&str] = &[
+        "SECCOMP_FILTER_FLAG_LOG",
+        "SECCOMP_FILTER_FLAG_TSYNC",
+        "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+        "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
+    ];
+    let bad = |path: String, what: &str, v: &Value| SeccompError::Invalid {
+        path,
+        reason: format!("unknown {what} {v}"),
+    };
+    let known = |v: &Value, list: &[&str]| v.as_str().is_some_and(|s| list.contains(&s));
+    let arch_known =
+        |v: &Value| serde_json::from_value::<oci_spec::runtime::Arch>(v.clone()).is_ok();
+    let base = "linux.seccomp";
+    if let Some(v) = seccomp.get("defaultAction")
+        && !known(v, ACTIONS)
+    {
+        return Err(bad(format!("{base}.defaultAction"), "action", v));
+    }
+    for (i, a) in seccomp
+        .get("architectures")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if !arch_known(a) {
+            return Err(bad(format!("{base}.architectures[{i}]"), "architecture", a));
+        }
+    }
+    for (i, f) in seccomp
+        .get("flags")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if !known(f, FLAGS) {
+            return Err(bad(format!("{base}.flags[{i}]"), "flag", f));
+        }
+    }
+    for (i, sc) in seccomp
+        .get("syscalls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if let Some(v) = sc.get("action")
+            && !known(v, ACTIONS)
+        {
+            return Err(bad(format!("{base}.syscalls[{i}].action"), "action", v));
+        }
+        for (j, arg) in sc
+            .get("args")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if let Some(v) = arg.get("op")
+                && !known(v, OPS)
+            {
+                return Err(bad(
+                    format!("{base}.syscalls[{i}].args[{j}].op"),
+                    "operator",
+                    v,
+                ));
+            }
+            if let Some(idx) = arg.get("index").and_then(Value::as_u64)
+                && idx > 5
+            {
+                return Err(SeccompError::Invalid {
+                    path: format!("{base}.syscalls[{i}].args[{j}].index"),
+                    reason: format!("{idx} is above 5"),
+                });
+            }
+        }
+    }
+    Ok(())
+}

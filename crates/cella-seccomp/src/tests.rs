@@ -512,3 +512,40 @@ fn x86_64_names() -> Vec<&'static str> {
         .map(|r| r.0)
         .collect()
 }
+
+#[test]
+fn raw_json_check_names_unknown_values() {
+    let cases = [
+        (
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["a"],"action":"SCMP_ACT_ALLOW"},{"names":["b"],"action":"SCMP_ACT_FOO"}]}"#,
+            r#"linux.seccomp.syscalls[1].action: unknown action "SCMP_ACT_FOO""#,
+        ),
+        (
+            r#"{"defaultAction":"SCMP_ACT_NOPE"}"#,
+            r#"linux.seccomp.defaultAction: unknown action "SCMP_ACT_NOPE""#,
+        ),
+        (
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_Z80"]}"#,
+            r#"linux.seccomp.architectures[1]: unknown architecture "SCMP_ARCH_Z80""#,
+        ),
+        (
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["a"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":1,"op":"SCMP_CMP_EQ"},{"index":1,"value":1,"op":"SCMP_CMP_ABOUT"}]}]}"#,
+            r#"linux.seccomp.syscalls[0].args[1].op: unknown operator "SCMP_CMP_ABOUT""#,
+        ),
+        (
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["a"],"action":"SCMP_ACT_ALLOW","args":[{"index":7,"value":1,"op":"SCMP_CMP_EQ"}]}]}"#,
+            "linux.seccomp.syscalls[0].args[0].index: 7 is above 5",
+        ),
+        (
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","flags":["SECCOMP_FILTER_FLAG_FAST"]}"#,
+            r#"linux.seccomp.flags[0]: unknown flag "SECCOMP_FILTER_FLAG_FAST""#,
+        ),
+    ];
+    for (json, want) in cases {
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(crate::check_json(&v).unwrap_err().to_string(), want);
+    }
+    let good: serde_json::Value =
+        serde_json::from_slice(include_bytes!("../tests/data/docker-like.json")).unwrap();
+    crate::check_json(&good).unwrap();
+}
