@@ -7,6 +7,7 @@
 //!   jeq AUDIT_ARCH_X86_64 ? : not64
 //!   ld nr ; balanced tree over [0, 2^32): x86_64 numbers below 0x40000000,
 //!           x32 numbers (x32 bit set) above it, or the bad-arch action there
+//!           (syscall -1 excepted: default action, as libseccomp)
 //! not64:
 //!   jeq AUDIT_ARCH_I386 ? : bad          (only when SCMP_ARCH_X86 is listed)
 //!   ld nr ; balanced tree for i386
@@ -222,20 +223,16 @@ struct Seg {
 }
 
 /// Turns a syscall's rules (in profile order) into its leaf.
-fn leaf_of<'a>(rules: impl Iterator<Item = &'a Rule>, args64: bool) -> Leaf {
-    let mut kept = Vec::new();
-    for r in rules {
-        kept.push(r.clone());
-        // Rules after the first unconditional one can never match.
-        if r.conds.is_empty() {
-            break;
-        }
-    }
-    if kept[0].conds.is_empty() {
-        return Leaf::Ret(kept[0].action);
+///
+/// As in libseccomp, an unconditional rule decides the syscall whatever conditional
+/// rules say, wherever it stands in the profile; conditional rules are tried in profile
+/// order and the first whose conditions all hold decides.
+fn leaf_of<'a>(rules: impl Iterator<Item = &'a Rule> + Clone, args64: bool) -> Leaf {
+    if let Some(r) = rules.clone().find(|r| r.conds.is_empty()) {
+        return Leaf::Ret(r.action);
     }
     Leaf::Rules {
-        rules: kept,
+        rules: rules.cloned().collect(),
         args64,
     }
 }
@@ -563,6 +560,12 @@ pub(crate) fn generate(plan: &Plan) -> Vec<Insn> {
         segs.push(Seg {
             start: bpf::X32_SYSCALL_BIT,
             leaf: Leaf::Ret(bpf::RET_KILL_THREAD),
+        });
+        // Except syscall -1 (what a tracer leaves when it skips a syscall; the kernel
+        // answers ENOSYS): libseccomp gives it the default action, and so do we.
+        segs.push(Seg {
+            start: u32::MAX,
+            leaf: Leaf::Ret(plan.default),
         });
     }
     asm.tree(&merge(segs), plan.default);

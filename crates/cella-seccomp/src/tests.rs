@@ -111,7 +111,9 @@ fn plain_rules_and_default_errno() {
         eval(&prog, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT | nr("getpid"), a),
         0
     );
-    assert_eq!(eval(&prog, AUDIT_ARCH_X86_64, u32::MAX, a), 0);
+    assert_eq!(eval(&prog, AUDIT_ARCH_X86_64, u32::MAX - 1, a), 0);
+    // Syscall -1 gets the default action, as in libseccomp.
+    assert_eq!(eval(&prog, AUDIT_ARCH_X86_64, u32::MAX, a), ENOSYS);
     assert_eq!(eval(&prog, AUDIT_ARCH_I386, 20, a), 0);
     assert_eq!(eval(&prog, 0xc000_00b7, nr("getpid"), a), 0);
 }
@@ -548,4 +550,28 @@ fn raw_json_check_names_unknown_values() {
     let good: serde_json::Value =
         serde_json::from_slice(include_bytes!("../tests/data/docker-like.json")).unwrap();
     crate::check_json(&good).unwrap();
+}
+
+#[test]
+fn an_unconditional_rule_wins_over_conditional_ones_as_in_libseccomp() {
+    let p = profile(
+        Act::ScmpActErrno,
+        None,
+        &[],
+        vec![
+            rule(
+                &["getpgid"],
+                Act::ScmpActErrno,
+                Some(5),
+                &[(0, Op::ScmpCmpEq, 5, 0)],
+            ),
+            rule(&["getpgid"], Act::ScmpActAllow, None, &[]),
+        ],
+    );
+    let prog = compile(&p).unwrap();
+    let args = [5, 0, 0, 0, 0, 0];
+    assert_eq!(
+        eval(&prog, AUDIT_ARCH_X86_64, nr("getpgid"), args),
+        bpf::RET_ALLOW
+    );
 }
