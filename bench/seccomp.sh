@@ -59,7 +59,7 @@ echo "instructions: libseccomp $(( $(stat -c %s "$WORK/libseccomp.bpf") / 8 ))"
 echo
 echo "## (b) ns per syscall with the filter installed ($N calls each, best of 3 runs)"
 printf '| filter | getpid (plain allow) | personality (arg-checked allow) | setns (denied by rule) | lookup_dcookie (default deny) |\n|---|---|---|---|---|\n'
-for mode in none cella "$WORK/libseccomp.bpf"; do
+for mode in none cella cella-nocache "$WORK/libseccomp.bpf"; do
   best=""
   for _ in 1 2 3; do
     line=$("$BIN" syscalls "$PROFILE" "$mode" "$N")

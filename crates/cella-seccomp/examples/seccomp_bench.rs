@@ -1,7 +1,7 @@
 //! Benchmark helper for bench/seccomp.sh.
 //!
 //! `seccomp_bench compile PROFILE N`  — mean time of `compile()` (and of parse + compile).
-//! `seccomp_bench syscalls PROFILE none|cella|BPF_FILE N` — in this process: set
+//! `seccomp_bench syscalls PROFILE none|cella|cella-nocache|BPF_FILE N` — in this process: set
 //! no_new_privs, install nothing, cella's filter, or a raw BPF file (libseccomp's export),
 //! then print ns per call for a plainly allowed, an argument-checked, a rule-denied and a
 //! default-denied syscall.
@@ -81,6 +81,20 @@ fn main() {
                 "cella" => {
                     compile(&parse(&args[2])).unwrap().install().unwrap();
                 }
+                // The same program behind one load of the instruction pointer: the kernel
+                // can no longer prove any verdict independent of the call, so its allow
+                // cache is off. Shows what the cache saves on plain allows.
+                "cella-nocache" => {
+                    let prog = compile(&parse(&args[2])).unwrap();
+                    let mut insns = vec![bpf::Insn {
+                        code: bpf::LD_W_ABS,
+                        jt: 0,
+                        jf: 0,
+                        k: 8,
+                    }];
+                    insns.extend_from_slice(prog.instructions());
+                    load_raw(&insns);
+                }
                 file => load_raw(&bpf::from_bytes(&std::fs::read(file).unwrap())),
             }
             // The first timed loop of a process runs slower (frequency, caches): discard one.
@@ -98,7 +112,9 @@ fn main() {
             );
         }
         _ => {
-            eprintln!("usage: seccomp_bench compile PROFILE N | syscalls PROFILE none|cella|BPF N");
+            eprintln!(
+                "usage: seccomp_bench compile PROFILE N | syscalls PROFILE none|cella|cella-nocache|BPF N"
+            );
             std::process::exit(2);
         }
     }
