@@ -575,3 +575,155 @@ fn an_unconditional_rule_wins_over_conditional_ones_as_in_libseccomp() {
         bpf::RET_ALLOW
     );
 }
+
+/// Tiny deterministic PRNG (xorshift64*), so the randomized test needs no dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// The documented semantics, evaluated directly: unconditional rule wins, else the first
+/// conditional rule whose conditions all hold, else the default; rules equal to the
+/// default are ignored. `wide` is false for i386 (32-bit arguments).
+fn reference(
+    rules: &[(Vec<&str>, u32, Vec<(usize, Op, u64, u64)>)],
+    default: u32,
+    name: &str,
+    args: [u64; 6],
+    wide: bool,
+) -> u32 {
+    let holds = |&(i, op, v, two): &(usize, Op, u64, u64)| {
+        let a = if wide { args[i] } else { args[i] & 0xffff_ffff };
+        match op {
+            Op::ScmpCmpNe => a != v,
+            Op::ScmpCmpLt => a < v,
+            Op::ScmpCmpLe => a <= v,
+            Op::ScmpCmpEq => a == v,
+            Op::ScmpCmpGe => a >= v,
+            Op::ScmpCmpGt => a > v,
+            Op::ScmpCmpMaskedEq => a & v == two,
+        }
+    };
+    let mine = || {
+        rules
+            .iter()
+            .filter(move |(names, action, _)| *action != default && names.contains(&name))
+    };
+    if let Some((_, a, _)) = mine().find(|(_, _, c)| c.is_empty()) {
+        return *a;
+    }
+    mine()
+        .find(|(_, _, c)| c.iter().all(holds))
+        .map_or(default, |(_, a, _)| *a)
+}
+
+#[test]
+fn random_profiles_follow_the_documented_semantics() {
+    let pool: Vec<&str> = crate::tables::SYSCALLS
+        .iter()
+        .filter(|r| r.1 != crate::tables::NONE && r.2 != crate::tables::NONE && r.4 == 0)
+        .map(|r| r.0)
+        .step_by(7)
+        .take(40)
+        .collect();
+    let values = [
+        0u64,
+        1,
+        2,
+        7,
+        0xffff_ffff,
+        1 << 32,
+        (1 << 32) + 1,
+        u64::MAX,
+        0x8000_0000,
+    ];
+    let ops = [
+        Op::ScmpCmpNe,
+        Op::ScmpCmpLt,
+        Op::ScmpCmpLe,
+        Op::ScmpCmpEq,
+        Op::ScmpCmpGe,
+        Op::ScmpCmpGt,
+        Op::ScmpCmpMaskedEq,
+    ];
+    let acts = [
+        (Act::ScmpActAllow, None),
+        (Act::ScmpActErrno, Some(3)),
+        (Act::ScmpActErrno, Some(1)),
+        (Act::ScmpActLog, None),
+        (Act::ScmpActTrap, None),
+        (Act::ScmpActKillProcess, None),
+        (Act::ScmpActTrace, Some(9)),
+    ];
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut compiled = 0;
+    for round in 0..60 {
+        let (dact, derr) = acts[rng.below(3)];
+        let default = dact.as_u32(derr);
+        let nrules = 5 + rng.below(if round % 10 == 0 { 400 } else { 60 });
+        let mut spec = Vec::new();
+        let mut syscalls = Vec::new();
+        for _ in 0..nrules {
+            let names: Vec<&str> = (0..1 + rng.below(3))
+                .map(|_| pool[rng.below(pool.len())])
+                .collect();
+            let (act, err) = acts[rng.below(acts.len())];
+            let nconds = if rng.below(7) == 0 {
+                0
+            } else {
+                1 + rng.below(3)
+            };
+            let conds: Vec<(usize, Op, u64, u64)> = (0..nconds)
+                .map(|_| {
+                    let v = values[rng.below(values.len())];
+                    (
+                        rng.below(6),
+                        ops[rng.below(ops.len())],
+                        v,
+                        values[rng.below(values.len())] & v,
+                    )
+                })
+                .collect();
+            syscalls.push(rule(&names, act, err, &conds));
+            spec.push((names, act.as_u32(err), conds));
+        }
+        let p = profile(dact, derr, &[Arch::ScmpArchX86], syscalls);
+        let prog = match compile(&p) {
+            Ok(p) => p,
+            Err(SeccompError::TooLong { .. }) => continue,
+            Err(e) => panic!("round {round}: {e}"),
+        };
+        compiled += 1;
+        for name in &pool {
+            for _ in 0..40 {
+                let mut args = [0u64; 6];
+                for a in &mut args {
+                    let v = values[rng.below(values.len())];
+                    *a = match rng.below(3) {
+                        0 => v,
+                        1 => v.wrapping_add(1),
+                        _ => v.wrapping_sub(1),
+                    };
+                }
+                let want = reference(&spec, default, name, args, true);
+                let got = eval(&prog, AUDIT_ARCH_X86_64, nr(name), args);
+                assert_eq!(got, want, "round {round} x86_64 {name} {args:x?}");
+                let want = reference(&spec, default, name, args, false);
+                let got = eval(&prog, AUDIT_ARCH_I386, syscall_nr_i386(name).unwrap(), args);
+                assert_eq!(got, want, "round {round} i386 {name} {args:x?}");
+            }
+        }
+    }
+    assert!(
+        compiled >= 50,
+        "only {compiled} random profiles fit in 4096 instructions"
+    );
+}
