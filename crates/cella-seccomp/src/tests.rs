@@ -590,17 +590,16 @@ impl Rng {
     }
 }
 
+/// A condition (index, op, value, valueTwo).
+type SpecCond = (usize, Op, u64, u64);
+/// A rule as the reference evaluator sees it: names, kernel action, conditions.
+type SpecRule<'a> = (Vec<&'a str>, u32, Vec<SpecCond>);
+
 /// The documented semantics, evaluated directly: unconditional rule wins, else the first
 /// conditional rule whose conditions all hold, else the default; rules equal to the
 /// default are ignored. `wide` is false for i386 (32-bit arguments).
-fn reference(
-    rules: &[(Vec<&str>, u32, Vec<(usize, Op, u64, u64)>)],
-    default: u32,
-    name: &str,
-    args: [u64; 6],
-    wide: bool,
-) -> u32 {
-    let holds = |&(i, op, v, two): &(usize, Op, u64, u64)| {
+fn reference(rules: &[SpecRule], default: u32, name: &str, args: [u64; 6], wide: bool) -> u32 {
+    let holds = |&(i, op, v, two): &SpecCond| {
         let a = if wide { args[i] } else { args[i] & 0xffff_ffff };
         match op {
             Op::ScmpCmpNe => a != v,
@@ -681,7 +680,7 @@ fn random_profiles_follow_the_documented_semantics() {
             } else {
                 1 + rng.below(3)
             };
-            let conds: Vec<(usize, Op, u64, u64)> = (0..nconds)
+            let conds: Vec<SpecCond> = (0..nconds)
                 .map(|_| {
                     let v = values[rng.below(values.len())];
                     (
