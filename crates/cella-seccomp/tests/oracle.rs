@@ -42,8 +42,11 @@ impl Drop for TempFile {
 
 /// libseccomp's program for `profile` and the names it skipped.
 fn libseccomp_program(profile: &Path) -> (Vec<Insn>, Vec<String>) {
-    let out =
-        TempFile(std::env::temp_dir().join(format!("cella-oracle-{}.bpf", std::process::id())));
+    let out = TempFile(std::env::temp_dir().join(format!(
+        "cella-oracle-{}-{}.bpf",
+        std::process::id(),
+        profile.file_stem().unwrap().to_string_lossy()
+    )));
     let res = Command::new(PYTHON)
         .arg(data_dir().join("libseccomp_export.py"))
         .arg(profile)
@@ -176,8 +179,10 @@ fn blocklist_profile_matches_libseccomp() {
          "args":[{"index":0,"value":18446744073709551615,"valueTwo":40,"op":"SCMP_CMP_MASKED_EQ"}]},
         {"names":["ptrace"],"action":"SCMP_ACT_TRACE","errnoRet":3},
         {"names":["reboot"],"action":"SCMP_ACT_KILL"}]}"#;
-    let file =
-        TempFile(std::env::temp_dir().join(format!("cella-oracle-{}.json", std::process::id())));
+    let file = TempFile(std::env::temp_dir().join(format!(
+        "cella-oracle-{}-blocklist.json",
+        std::process::id()
+    )));
     std::fs::write(&file.0, json).unwrap();
     let m = compare(&file.0, &[]);
     assert!(m.is_empty(), "verdicts differ:\n{}", m.join("\n"));
