@@ -726,3 +726,36 @@ fn random_profiles_follow_the_documented_semantics() {
         "only {compiled} random profiles fit in 4096 instructions"
     );
 }
+
+#[test]
+fn filter_flags_follow_the_profile_and_the_kernel() {
+    use oci_spec::runtime::LinuxSeccompFilterFlag as F;
+    let mut p = profile(
+        Act::ScmpActAllow,
+        None,
+        &[],
+        vec![rule(&["getppid"], Act::ScmpActErrno, None, &[])],
+    );
+    p.set_flags(Some(vec![
+        F::SeccompFilterFlagLog,
+        F::SeccompFilterFlagSpecAllow,
+        F::SeccompFilterFlagTsync,
+        F::SeccompFilterFlagWaitKillableRecv,
+    ]));
+    let prog = compile(&p).unwrap();
+    // LOG | SPEC_ALLOW; TSYNC ignored; WAIT_KILLABLE_RECV only with a listener.
+    assert_eq!(prog.flags(), (1 << 1) | (1 << 2));
+    assert!(!prog.needs_notify());
+
+    p.set_syscalls(Some(vec![rule(
+        &["getppid"],
+        Act::ScmpActNotify,
+        None,
+        &[],
+    )]));
+    p.set_listener_path(Some("/run/agent.sock".into()));
+    let prog = compile(&p).unwrap();
+    // ... | NEW_LISTENER | WAIT_KILLABLE_RECV
+    assert_eq!(prog.flags(), (1 << 1) | (1 << 2) | (1 << 3) | (1 << 5));
+    assert!(prog.needs_notify());
+}
