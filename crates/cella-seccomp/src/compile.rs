@@ -16,8 +16,9 @@
 //! ```
 //!
 //! Each tree node is one `jge K` on the syscall number; each leaf is a `ret` (a run of
-//! numbers with the same plain action) or, for a syscall with argument conditions, the
-//! rules in profile order (first match wins) followed by `ret default`. Plain leaves never
+//! numbers with the same plain action, or a syscall with an unconditional rule, which wins
+//! as in libseccomp) or, for a syscall with only conditional rules, those rules in profile
+//! order (first match wins) followed by `ret default`. Plain leaves never
 //! read arguments or the instruction pointer, so the kernel's allow cache (Linux 5.11+)
 //! still covers every plainly allowed syscall.
 
