@@ -8,8 +8,11 @@
 //!        |  <-- UserNsCreated                |  only with a new user namespace
 //!        |  MapsWritten -->                  |  uid_map/gid_map are in place
 //!        |  <-- InitPid(pid)                 |  only when init is a grandchild
+//!        |  <-- NeedCgroup                   |  init waits before its first mount
+//!        |  Continue -->                     |  init is in its cgroup
 //!        |  <-- MountsReady                  |  mounts done, before pivot_root
-//!        |  Continue -->                     |  prestart/createRuntime hooks ran
+//!        |  InitPid(pid), Continue -->       |  prestart/createRuntime hooks ran;
+//!        |                                   |  init learns its pid for its own hooks
 //!        |  <-- Ready                        |  waiting for `start` on exec.fifo
 //!        |  <-- Failed(errno, text)          |  at any step; init then exits
 //! ```
@@ -29,6 +32,8 @@ pub enum Message {
     MapsWritten,
     /// Child: the pid (in the parent's pid namespace) of init, when init is a grandchild.
     InitPid(i32),
+    /// Child: init waits to be moved into its cgroup before it mounts anything.
+    NeedCgroup,
     /// Child: all mounts are made; the runtime's hooks may run now.
     MountsReady,
     /// Parent: carry on.
@@ -113,6 +118,7 @@ impl Channel {
             Message::Continue => (5, 0, None),
             Message::Ready => (6, 0, None),
             Message::Failed(e, d) => (7, *e, Some(d)),
+            Message::NeedCgroup => (8, 0, None),
         };
         frame[0..4].copy_from_slice(&tag.to_ne_bytes());
         frame[4..8].copy_from_slice(&a.to_ne_bytes());
@@ -163,6 +169,7 @@ impl Channel {
                     .min(DETAIL_LEN);
                 Message::Failed(a, Detail::from_parts(&[&frame[12..12 + len]]))
             }
+            8 => Message::NeedCgroup,
             _ => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -200,6 +207,7 @@ mod tests {
             Message::UserNsCreated,
             Message::MapsWritten,
             Message::InitPid(4242),
+            Message::NeedCgroup,
             Message::MountsReady,
             Message::Continue,
             Message::Ready,

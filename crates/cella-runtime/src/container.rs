@@ -492,6 +492,9 @@ fn spawn(
     if let Some(pid) = init_pid {
         record(st, pid)?;
     }
+    // Requests of init that wait for its pid (known at once in the fast path, from
+    // the first child's InitPid in the joining path, in either order).
+    let mut need_cgroup = false;
     let mut mounts_ready = false;
     loop {
         let msg = parent.recv().map_err(|e| Error::Sys("read from init", e))?;
@@ -507,6 +510,7 @@ fn spawn(
                 init_pid = Some(pid);
                 record(st, pid)?;
             }
+            Some(Message::NeedCgroup) => need_cgroup = true,
             Some(Message::MountsReady) => mounts_ready = true,
             Some(Message::Ready) => break,
             Some(Message::Failed(errno, detail)) => {
@@ -529,6 +533,13 @@ fn spawn(
                     io::Error::other("exited without a word"),
                 ));
             }
+        }
+        if need_cgroup && init_pid.is_some() {
+            // record() has put init in its cgroup when it learnt the pid.
+            need_cgroup = false;
+            parent
+                .send(Message::Continue)
+                .map_err(|e| Error::Sys("write to init", e))?;
         }
         if mounts_ready && let Some(pid) = init_pid {
             mounts_ready = false;

@@ -150,6 +150,12 @@ fn init_main(plan: &InitPlan, cx: &InitContext<'_>) -> Step<std::convert::Infall
     if cx.fast && plan.new_ns & libc::CLONE_NEWUSER != 0 {
         userns_handshake(cx)?;
     }
+    // The cgroup mounts read /proc/self/cgroup, and nothing init starts may escape
+    // the limits: wait until the runtime has put init in its cgroup.
+    ch.send(Message::NeedCgroup)
+        .map_err(fail("send", b"NeedCgroup"))?;
+    ch.expect(Message::Continue)
+        .map_err(fail("wait for", b"the cgroup"))?;
     if let Some(h) = &plan.hostname {
         sys::sethostname(h).map_err(fail("sethostname", h))?;
     }
