@@ -878,3 +878,150 @@ fn features_and_spec() {
     assert!(stderr(&again).contains("exists already"));
     fs::remove_dir_all(dir).unwrap();
 }
+
+/// The mountinfo line whose mount point is `target`, split into fields.
+fn mount_of<'a>(mountinfo: &'a str, target: &str) -> Option<Vec<&'a str>> {
+    mountinfo
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .filter(|f| f.len() > 4 && f[4] == target)
+        .last()
+}
+
+#[test]
+fn rootfs_masked_readonly_propagation_and_dev() {
+    if !require_root() {
+        return;
+    }
+    let mut b = sh_bundle(
+        "rootfs",
+        "cat /proc/self/mountinfo; echo ===; ls /dev | tr '\\n' ' '; echo; echo ===; \
+         cat /proc/keys 2>&1 | head -c 100; echo; echo ===; \
+         touch /newfile 2>&1; echo ===; (echo 1 > /proc/sys/kernel/shmmax) 2>&1; echo ===; \
+         touch /data/ok && echo data-rw; touch /ro/x 2>&1; echo ===; ls /sys/firmware | wc -l",
+    );
+    let data = b.dir.join("data");
+    let ro = b.dir.join("ro");
+    fs::create_dir_all(&data).unwrap();
+    fs::create_dir_all(&ro).unwrap();
+    let mounts = b.config["mounts"].as_array_mut().unwrap();
+    mounts.push(json!({"destination": "/data", "type": "bind", "source": data, "options": ["rbind", "rw", "rshared"]}));
+    mounts.push(json!({"destination": "/ro", "type": "bind", "source": ro, "options": ["bind", "ro", "nosuid", "nodev", "noexec"]}));
+    b.config["linux"]["devices"] =
+        json!([{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 438}]);
+    b.config["linux"]["rootfsPropagation"] = json!("slave");
+    b.save();
+    let out = Cella::new().run_ok(&b);
+    let parts: Vec<&str> = out.split("===\n").collect();
+    assert_eq!(parts.len(), 7, "{out}");
+    let mi = parts[0];
+    // The root is read-only (root.readonly in the default spec).
+    let root = mount_of(mi, "/").expect("a root mount");
+    assert!(
+        root[5].split(',').any(|o| o == "ro"),
+        "root not ro: {root:?}"
+    );
+    // readonlyPaths are read-only and maskedPaths masked: every one this kernel has.
+    let cfg = &b.config["linux"];
+    for p in cfg["readonlyPaths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+    {
+        if Path::new(p).exists() {
+            let m = mount_of(mi, p).unwrap_or_else(|| panic!("{p} not remounted:\n{mi}"));
+            assert!(
+                m[5].split(',').any(|o| o == "ro"),
+                "{p} not read-only: {m:?}"
+            );
+        }
+    }
+    let mut masked = 0;
+    for p in cfg["maskedPaths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+    {
+        if Path::new(p).exists() {
+            assert!(mount_of(mi, p).is_some(), "{p} not masked:\n{mi}");
+            masked += 1;
+        }
+    }
+    assert!(
+        masked >= 3,
+        "this host should have /proc/keys, /proc/timer_list, /sys/firmware"
+    );
+    assert_eq!(
+        parts[2].trim(),
+        "",
+        "reading the masked /proc/keys must give nothing"
+    );
+    assert!(parts[3].contains("Read-only file system"), "{}", parts[3]);
+    assert!(parts[4].contains("Read-only file system"), "{}", parts[4]);
+    // The bind mounts: rw+shared data, ro+nosuid+nodev+noexec ro.
+    let d = mount_of(mi, "/data").unwrap();
+    assert!(
+        d[5].starts_with("rw") && d[6].starts_with("shared:"),
+        "{d:?}"
+    );
+    let r = mount_of(mi, "/ro").unwrap();
+    for o in ["ro", "nosuid", "nodev", "noexec"] {
+        assert!(r[5].split(',').any(|x| x == o), "/ro lacks {o}: {r:?}");
+    }
+    assert!(
+        parts[5].starts_with("data-rw") && parts[5].contains("Read-only file system"),
+        "{}",
+        parts[5]
+    );
+    assert!(
+        data.join("ok").exists(),
+        "the write to /data must reach the host"
+    );
+    // /dev: the defaults, the configured device, and nothing of the host's.
+    let dev: Vec<&str> = parts[1].split_whitespace().collect();
+    for want in [
+        "null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm", "mqueue", "fuse",
+        "fd", "stdin", "stdout", "stderr",
+    ] {
+        assert!(dev.contains(&want), "/dev lacks {want}: {dev:?}");
+    }
+    for host_only in ["sda", "vda", "mem", "kmsg", "kvm"] {
+        assert!(
+            !dev.contains(&host_only),
+            "/dev has the host's {host_only}: {dev:?}"
+        );
+    }
+    // /sys/firmware is masked (empty).
+    assert_eq!(parts[6].trim(), "0");
+}
+
+#[test]
+fn mount_through_an_escaping_symlink_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let c = Cella::new();
+    let mut b = sh_bundle("escape", "true");
+    let outside = b.dir.join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(
+        "../../../../../../../../..".to_owned() + outside.to_str().unwrap(),
+        b.rootfs().join("escape"),
+    )
+    .unwrap();
+    b.config["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/escape/x", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]}));
+    b.save();
+    let id = unique("esc");
+    let out = c.run(&b, &id);
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(stderr(&out).contains("mounts[6].destination: \"/escape/x\" goes through symlink \"/escape\" which points outside the rootfs"), "{}", show(&out));
+    assert!(
+        fs::read_dir(&outside).unwrap().next().is_none(),
+        "something was made outside the rootfs"
+    );
+    assert_no_state(&c, &id);
+    assert_no_mounts_under(&b.dir);
+}
