@@ -56,8 +56,22 @@ pub struct InitPlan {
     pub create_container_hooks: Vec<Hook>,
     /// Hooks run by init after `start`, before exec.
     pub start_container_hooks: Vec<Hook>,
+    /// The compiled seccomp filter, and where to send its notify fd (listenerPath,
+    /// listenerMetadata).
+    pub seccomp: Option<SeccompPlan>,
     /// Things the config asks for that cella cannot do on this host, to tell the user.
     pub warnings: Vec<String>,
+}
+
+/// A seccomp filter compiled before the fork.
+#[derive(Debug)]
+pub struct SeccompPlan {
+    /// The BPF program.
+    pub program: cella_seccomp::SeccompProgram,
+    /// `linux.seccomp.listenerPath`, for SCMP_ACT_NOTIFY.
+    pub listener: Option<PathBuf>,
+    /// `linux.seccomp.listenerMetadata`.
+    pub metadata: Option<String>,
 }
 
 /// The user's process: program, environment, identity and limits.
@@ -330,6 +344,14 @@ pub fn plan(spec: &Spec, bundle: &Path, no_pivot: bool) -> Result<InitPlan> {
     )?;
 
     let process = process_plan(process, &mut warnings)?;
+    let seccomp = match linux.seccomp() {
+        Some(s) => Some(SeccompPlan {
+            program: cella_seccomp::compile(s)?,
+            listener: s.listener_path().clone(),
+            metadata: s.listener_metadata().clone(),
+        }),
+        None => None,
+    };
     let hooks = spec.hooks().as_ref();
     let list = |h: Option<&Vec<Hook>>| h.cloned().unwrap_or_default();
     Ok(InitPlan {
@@ -345,6 +367,7 @@ pub fn plan(spec: &Spec, bundle: &Path, no_pivot: bool) -> Result<InitPlan> {
         process,
         create_container_hooks: list(hooks.and_then(|h| h.create_container().as_ref())),
         start_container_hooks: list(hooks.and_then(|h| h.start_container().as_ref())),
+        seccomp,
         warnings,
     })
 }

@@ -94,6 +94,9 @@ pub enum Error {
     /// A cgroup operation failed; invalid resources name their `linux.resources` field.
     #[error("cgroup")]
     Cgroup(#[from] cella_cgroups::CgroupError),
+    /// The seccomp profile cannot be compiled or loaded.
+    #[error("seccomp")]
+    Seccomp(#[from] cella_seccomp::SeccompError),
     /// Protecting the runtime binary failed.
     #[error(transparent)]
     Exe(#[from] cella_isolate::exe::ExeError),

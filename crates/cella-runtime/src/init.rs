@@ -186,6 +186,17 @@ fn init_main(plan: &InitPlan, cx: &InitContext<'_>) -> Step<std::convert::Infall
         )?;
     }
 
+    // The seccomp agent's socket is a host path: connect before pivot_root.
+    let listener = match &plan.seccomp {
+        Some(s) if s.program.needs_notify() => {
+            let path = s.listener.as_deref().unwrap_or(std::path::Path::new(""));
+            let sock = cella_seccomp::connect_listener(path).map_err(|e| fail_msg(&e, None))?;
+            let state = seccomp_state(cx, host_pid, s.metadata.as_deref())?;
+            Some((sock, state))
+        }
+        _ => None,
+    };
+
     plan.rootfs.pivot().map_err(|e| fail_msg(&e, None))?;
     for (path, value) in &plan.sysctls {
         sys::write_file(path, value).map_err(fail("write", path.to_bytes()))?;
@@ -201,12 +212,20 @@ fn init_main(plan: &InitPlan, cx: &InitContext<'_>) -> Step<std::convert::Infall
     sys::chdir(&p.cwd).map_err(fail("chdir to process.cwd", p.cwd.to_bytes()))?;
     check_cwd_inside()?;
     let setgroups_allowed = plan.new_ns & libc::CLONE_NEWUSER == 0 || setgroups_allowed();
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while init
+    // still has it. With no_new_privs, load it as late as errors can still reach the
+    // runtime, so the fewest of init's own syscalls run under it.
+    if !p.no_new_privs {
+        install_seccomp(plan, listener.as_ref())?;
+    }
     p.user
         .switch(&p.caps, setgroups_allowed)
         .map_err(fail("switch to", b"process.user"))?;
     if p.no_new_privs {
         cella_isolate::creds::set_no_new_privs().map_err(fail("set", b"no_new_privs"))?;
+        install_seccomp(plan, listener.as_ref())?;
     }
+    drop(listener);
 
     ch.send(Message::Ready).map_err(fail("send", b"Ready"))?;
     // Block until `start` writes to exec.fifo.
@@ -241,6 +260,33 @@ fn init_main(plan: &InitPlan, cx: &InitContext<'_>) -> Step<std::convert::Infall
     // SAFETY: writing a static buffer to fd 2.
     unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
     sys::exit_now(127)
+}
+
+/// Loads the filter; with SCMP_ACT_NOTIFY, hands the listener fd to the agent.
+fn install_seccomp(
+    plan: &InitPlan,
+    listener: Option<&(std::os::unix::net::UnixStream, Vec<u8>)>,
+) -> Step<()> {
+    let Some(s) = &plan.seccomp else {
+        return Ok(());
+    };
+    let notify = s.program.install().map_err(|e| fail_msg(&e, None))?;
+    if let (Some(fd), Some((sock, state))) = (notify, listener) {
+        use std::os::fd::AsFd;
+        let path = s.listener.as_deref().unwrap_or(std::path::Path::new(""));
+        cella_seccomp::send_over(sock.as_fd(), path, fd.as_fd(), state)
+            .map_err(|e| fail_msg(&e, None))?;
+    }
+    Ok(())
+}
+
+/// The container state the seccomp agent receives (runc's ContainerProcessState).
+fn seccomp_state(cx: &InitContext<'_>, pid: i32, metadata: Option<&str>) -> Step<Vec<u8>> {
+    let state: oci_spec::runtime::State = serde_json::from_value(serde_json::json!({
+        "ociVersion": "1.2.0", "id": cx.id, "status": "creating", "pid": pid, "bundle": cx.bundle,
+    }))
+    .map_err(|e| fail_msg(&e, None))?;
+    cella_seccomp::process_state_json(&state, pid, metadata).map_err(|e| fail_msg(&e, None))
 }
 
 /// Gives the container a session keyring of its own, so it cannot read the keys of the

@@ -245,11 +245,28 @@ pub fn send_to_listener(
     notify_fd: BorrowedFd<'_>,
     state_json: &[u8],
 ) -> Result<(), SeccompError> {
-    let sock = UnixStream::connect(listener_path).map_err(|source| SeccompError::Connect {
+    let sock = connect_listener(listener_path)?;
+    send_over(sock.as_fd(), listener_path, notify_fd, state_json)
+}
+
+/// Connects to the seccomp agent at `listener_path`. The runtime connects while the
+/// path is still reachable (before pivot_root) and sends later with [`send_over`].
+pub fn connect_listener(listener_path: &Path) -> Result<UnixStream, SeccompError> {
+    UnixStream::connect(listener_path).map_err(|source| SeccompError::Connect {
         path: listener_path.to_path_buf(),
         source,
-    })?;
-    sys::send_with_fd(sock.as_fd(), state_json, notify_fd).map_err(|source| SeccompError::Send {
+    })
+}
+
+/// Sends `state_json` with `notify_fd` over a socket from [`connect_listener`];
+/// `listener_path` only names it in errors.
+pub fn send_over(
+    sock: BorrowedFd<'_>,
+    listener_path: &Path,
+    notify_fd: BorrowedFd<'_>,
+    state_json: &[u8],
+) -> Result<(), SeccompError> {
+    sys::send_with_fd(sock, state_json, notify_fd).map_err(|source| SeccompError::Send {
         path: listener_path.to_path_buf(),
         source,
     })
