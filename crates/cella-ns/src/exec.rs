@@ -148,6 +148,14 @@ pub enum ChildStep {
     ParentDeathSignal = 5,
     /// Making mounts private for the proc mount.
     Propagation = 6,
+    /// Running newuidmap.
+    NewUidMap = 7,
+    /// Running newgidmap.
+    NewGidMap = 8,
+    /// Bind-mounting a namespace file to keep it alive.
+    BindNamespace = 9,
+    /// Unsharing namespaces (a report with code 0 means done).
+    Unshare = 10,
 }
 
 impl ChildStep {
@@ -158,6 +166,10 @@ impl ChildStep {
             4 => ChildStep::Chdir,
             5 => ChildStep::ParentDeathSignal,
             6 => ChildStep::Propagation,
+            7 => ChildStep::NewUidMap,
+            8 => ChildStep::NewGidMap,
+            9 => ChildStep::BindNamespace,
+            10 => ChildStep::Unshare,
             _ => ChildStep::Exec,
         }
     }
@@ -178,26 +190,35 @@ pub fn report_pipe() -> io::Result<(ParentReader, ChildReporter)> {
 impl ChildReporter {
     /// Reports the failed step and leaves the child with status 127. Async-signal-safe.
     pub fn fail(&self, step: ChildStep, err: &io::Error) -> ! {
-        let errno = err.raw_os_error().unwrap_or(libc::EIO);
-        let e = errno.to_le_bytes();
+        self.report(step, err.raw_os_error().unwrap_or(libc::EIO));
+        sys::exit_now(127)
+    }
+
+    /// Sends a report without exiting; `code` is an errno, or an exit status for steps
+    /// that run a program. Async-signal-safe.
+    pub fn report(&self, step: ChildStep, code: i32) {
+        let e = code.to_le_bytes();
         let msg = [step as u8, e[0], e[1], e[2], e[3]];
         let _ = sys::write_all(self.0.as_fd(), &msg);
-        sys::exit_now(127)
     }
 }
 
 impl ParentReader {
     /// Waits until the child execs (Ok(None)) or reports a failed step.
     pub fn wait(self) -> io::Result<Option<(ChildStep, io::Error)>> {
+        Ok(self
+            .wait_code()?
+            .map(|(s, c)| (s, io::Error::from_raw_os_error(c))))
+    }
+
+    /// Like [`ParentReader::wait`], with the raw code sent.
+    pub fn wait_code(self) -> io::Result<Option<(ChildStep, i32)>> {
         let mut buf = [0u8; 5];
         let n = sys::read_full(self.0.as_fd(), &mut buf)?;
         if n < 5 {
             return Ok(None);
         }
-        let errno = i32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]);
-        Ok(Some((
-            ChildStep::from_u8(buf[0]),
-            io::Error::from_raw_os_error(errno),
-        )))
+        let code = i32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]);
+        Ok(Some((ChildStep::from_u8(buf[0]), code)))
     }
 }

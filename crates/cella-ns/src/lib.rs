@@ -8,9 +8,13 @@ pub mod enter;
 pub mod exec;
 pub mod kind;
 pub mod list;
+pub mod named;
 mod sys;
+pub mod unshare;
 
 pub use container::{ContainerError, ContainerInfo};
 pub use enter::{DirChoice, EnterError, EnterOptions, enter, resolve_target};
 pub use kind::{NsSet, NsType};
 pub use list::{ListError, ListOptions, Namespace, list};
+pub use named::{NamedDirs, NamedError, create, remove};
+pub use unshare::{Propagation, UnshareError, UnshareOptions, unshare};

@@ -303,6 +303,9 @@ pub fn getegid() -> u32 {
 
 /// Sends `sig` to `pid`.
 pub fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
-    // SAFETY: kill takes plain integers.
+    // SAFETY: kill takes plain integers and touches no memory of ours.
     check(unsafe { libc::kill(pid, sig) }).map(drop)
 }
+
+/// An owned pipe end.
+pub type Pipe = OwnedFd;

@@ -3,7 +3,10 @@
 
 use crate::Cli;
 use crate::commands::CmdResult;
-use cella_ns::{DirChoice, EnterOptions, ListOptions, Namespace, NsSet, NsType};
+use cella_ns::{
+    DirChoice, EnterOptions, ListOptions, NamedDirs, Namespace, NsSet, NsType, Propagation,
+    UnshareOptions,
+};
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::Write;
@@ -16,6 +19,161 @@ pub enum NsCommand {
     Ls(LsArgs),
     /// Run a command in the namespaces of a process or container, as nsenter does.
     Enter(EnterArgs),
+    /// Run a command in new namespaces, as unshare does.
+    Unshare(UnshareArgs),
+    /// Create named, persistent namespaces (net ones at /run/netns/NAME, for ip netns).
+    Create(CreateArgs),
+    /// Remove named namespaces made by `cella ns create` (or `ip netns add`).
+    Rm(RmArgs),
+}
+
+/// The type flags shared by unshare and create.
+#[derive(clap::Args, Debug, Default)]
+pub struct TypeFlags {
+    /// Mount namespace.
+    #[arg(short = 'm', long)]
+    mount: bool,
+    /// UTS namespace (hostname).
+    #[arg(short = 'u', long)]
+    uts: bool,
+    /// IPC namespace.
+    #[arg(short = 'i', long)]
+    ipc: bool,
+    /// Network namespace.
+    #[arg(short = 'n', long)]
+    net: bool,
+    /// Pid namespace (the command must be forked to be in it: see --fork).
+    #[arg(short = 'p', long)]
+    pid: bool,
+    /// User namespace.
+    #[arg(short = 'U', long)]
+    user: bool,
+    /// Cgroup namespace.
+    #[arg(short = 'C', long)]
+    cgroup: bool,
+    /// Time namespace (applies to children: see --fork).
+    #[arg(short = 'T', long)]
+    time: bool,
+}
+
+impl TypeFlags {
+    fn set(&self) -> NsSet {
+        [
+            (self.mount, NsType::Mnt),
+            (self.uts, NsType::Uts),
+            (self.ipc, NsType::Ipc),
+            (self.net, NsType::Net),
+            (self.pid, NsType::Pid),
+            (self.user, NsType::User),
+            (self.cgroup, NsType::Cgroup),
+            (self.time, NsType::Time),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, t)| t)
+        .collect()
+    }
+}
+
+/// `cella ns unshare`.
+#[derive(clap::Args, Debug)]
+pub struct UnshareArgs {
+    #[command(flatten)]
+    types: TypeFlags,
+    /// Map root inside onto our uid and gid (implies --user).
+    #[arg(short = 'r', long = "map-root-user")]
+    map_root_user: bool,
+    /// Map this uid inside onto our uid (implies --user).
+    #[arg(long = "map-user", value_name = "UID")]
+    map_user: Option<u32>,
+    /// Map this gid inside onto our gid (implies --user).
+    #[arg(long = "map-group", value_name = "GID")]
+    map_group: Option<u32>,
+    /// Map our first /etc/subuid and /etc/subgid ranges to ids from 0 (via newuidmap).
+    #[arg(long = "map-auto")]
+    map_auto: bool,
+    /// CLOCK_MONOTONIC offset in seconds in the new time namespace (implies --time).
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
+    monotonic: Option<i64>,
+    /// CLOCK_BOOTTIME offset in seconds in the new time namespace (implies --time).
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
+    boottime: Option<i64>,
+    /// Fork and run the command as a child (it is then inside new pid/time namespaces).
+    #[arg(short = 'f', long)]
+    fork: bool,
+    /// Mount a fresh proc filesystem (at DIR, default /proc) before running the command
+    /// (implies --mount).
+    #[arg(long = "mount-proc", value_name = "DIR", num_args = 0..=1, require_equals = true, default_missing_value = "/proc")]
+    mount_proc: Option<PathBuf>,
+    /// Propagation of / in the new mount namespace: private, shared, slave or unchanged.
+    #[arg(long, value_name = "MODE", default_value = "private", value_parser = parse_propagation)]
+    propagation: Propagation,
+    /// Kill the child with SIG (default KILL) when cella dies (implies --fork).
+    #[arg(long = "kill-child", value_name = "SIG", num_args = 0..=1, require_equals = true, default_missing_value = "KILL", value_parser = parse_signal)]
+    kill_child: Option<i32>,
+    /// Root directory for the command.
+    #[arg(short = 'R', long = "root", value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Working directory for the command (inside the new root).
+    #[arg(short = 'w', long = "wd", value_name = "DIR")]
+    wd: Option<PathBuf>,
+    /// Keep the new namespaces alive by bind mounts: on FILE (one type), or on DIR/<type>
+    /// for each type when DIR is a directory.
+    #[arg(long, value_name = "DIR|FILE")]
+    persist: Option<PathBuf>,
+    /// Command and arguments (default: $SHELL or /bin/sh).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    command: Vec<OsString>,
+}
+
+/// `cella ns create`.
+#[derive(clap::Args, Debug)]
+pub struct CreateArgs {
+    /// The name.
+    name: String,
+    /// Types to create (default: --net).
+    #[command(flatten)]
+    types: TypeFlags,
+}
+
+/// `cella ns rm`.
+#[derive(clap::Args, Debug)]
+pub struct RmArgs {
+    /// The names.
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+fn parse_propagation(s: &str) -> Result<Propagation, String> {
+    Propagation::from_name(s).ok_or_else(|| {
+        format!("unknown propagation {s:?}: use private, shared, slave or unchanged")
+    })
+}
+
+fn parse_signal(s: &str) -> Result<i32, String> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Ok(n);
+    }
+    let name = s.to_ascii_uppercase();
+    let name = name.strip_prefix("SIG").unwrap_or(&name);
+    Ok(match name {
+        "KILL" => libc::SIGKILL,
+        "TERM" => libc::SIGTERM,
+        "INT" => libc::SIGINT,
+        "HUP" => libc::SIGHUP,
+        "QUIT" => libc::SIGQUIT,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        _ => {
+            return Err(format!(
+                "unknown signal {s:?}: use a number or KILL, TERM, INT, HUP, QUIT, USR1, USR2"
+            ));
+        }
+    })
 }
 
 /// `cella ns ls`.
@@ -103,6 +261,33 @@ fn parse_type(s: &str) -> Result<NsType, String> {
     })
 }
 
+fn named_dirs(cli: &Cli) -> NamedDirs {
+    NamedDirs {
+        netns: "/run/netns".into(),
+        base: state_root(cli).join("ns"),
+    }
+}
+
+fn unshare(a: &UnshareArgs) -> CmdResult {
+    let opts = UnshareOptions {
+        types: a.types.set(),
+        map_user: a.map_user.or(a.map_root_user.then_some(0)),
+        map_group: a.map_group.or(a.map_root_user.then_some(0)),
+        map_auto: a.map_auto,
+        monotonic: a.monotonic,
+        boottime: a.boottime,
+        fork: a.fork,
+        mount_proc: a.mount_proc.clone(),
+        propagation: a.propagation,
+        kill_child: a.kill_child,
+        root: a.root.clone(),
+        wd: a.wd.clone(),
+        persist: a.persist.clone(),
+        command: a.command.clone(),
+    };
+    Ok(cella_ns::unshare(&opts)?)
+}
+
 fn state_root(cli: &Cli) -> PathBuf {
     cli.root
         .clone()
@@ -114,6 +299,22 @@ pub fn run(cmd: &NsCommand, cli: &Cli) -> CmdResult {
     match cmd {
         NsCommand::Ls(a) => ls(a, cli),
         NsCommand::Enter(a) => enter(a, cli),
+        NsCommand::Unshare(a) => unshare(a),
+        NsCommand::Create(a) => {
+            let mut types = a.types.set();
+            if types.is_empty() {
+                types.insert(NsType::Net);
+            }
+            cella_ns::create(&a.name, types, &named_dirs(cli))?;
+            Ok(0)
+        }
+        NsCommand::Rm(a) => {
+            let dirs = named_dirs(cli);
+            for name in &a.names {
+                cella_ns::remove(name, &dirs)?;
+            }
+            Ok(0)
+        }
     }
 }
 
