@@ -171,6 +171,7 @@ pub fn list(opts: &ListOptions) -> Result<Vec<Namespace>, ListError> {
     let names: Vec<(NsType, CString)> = NsType::ALL.iter().map(|t| (*t, c(t.name()))).collect();
     let mut buf = [0u8; 64];
     let all_pids = pids()?;
+    let nsfs_dev = std::fs::metadata("/proc/self/ns/net").ok().map(|m| m.dev());
     for &pid in &all_pids {
         let Ok(nsdir) = sys::openat(
             Some(proc_dir.as_fd()),
@@ -202,7 +203,7 @@ pub fn list(opts: &ListOptions) -> Result<Vec<Namespace>, ListError> {
                 ns.open_path = Some(format!("/proc/{pid}/ns/{}", kind.name()).into());
             }
         }
-        scan_fds(&proc_dir, pid, opts.types, &mut scan);
+        scan_fds(&proc_dir, pid, opts.types, nsfs_dev, &mut scan);
     }
     // Our own mount table first, so paths shown for bind mounts are ours when possible.
     let self_pid = std::process::id() as i32;
@@ -237,7 +238,20 @@ pub fn list(opts: &ListOptions) -> Result<Vec<Namespace>, ListError> {
     Ok(list)
 }
 
-fn scan_fds(proc_dir: &OwnedFd, pid: i32, types: NsSet, scan: &mut Scan) {
+/// Type and inode of fd `fd` of `pid` when it is an nsfs file (device `nsfs_dev`).
+fn nsfs_fd(pid: i32, fd: &str, nsfs_dev: Option<u64>) -> Option<(NsType, u64)> {
+    let path = format!("/proc/{pid}/fd/{fd}");
+    let md = std::fs::metadata(&path).ok()?;
+    if Some(md.dev()) != nsfs_dev {
+        return None;
+    }
+    let f = sys::openat(None, &c(&path), libc::O_RDONLY).ok()?;
+    let flag = sys::ns_type(f.as_fd()).ok()?;
+    let kind = NsType::ALL.into_iter().find(|t| t.clone_flag() == flag)?;
+    Some((kind, md.ino()))
+}
+
+fn scan_fds(proc_dir: &OwnedFd, pid: i32, types: NsSet, nsfs_dev: Option<u64>, scan: &mut Scan) {
     let path = format!("/proc/{pid}/fd");
     let Ok(entries) = std::fs::read_dir(&path) else {
         return;
@@ -258,11 +272,16 @@ fn scan_fds(proc_dir: &OwnedFd, pid: i32, types: NsSet, scan: &mut Scan) {
         let Ok(text) = sys::readlinkat(fddir.as_fd(), &cname, &mut buf) else {
             continue;
         };
-        // Cheap reject: files start with '/', sockets and pipes are not namespace types.
-        if text.first() == Some(&b'/') {
-            continue;
-        }
-        let Some((kind, ino)) = parse_ns_link(text) else {
+        // An nsfs file opened through a bind mount that was lazily unmounted since reads
+        // as "/": check those (rare) by device; other paths are ordinary files.
+        let found = if text == b"/" {
+            nsfs_fd(pid, &name.to_string_lossy(), nsfs_dev)
+        } else if text.first() == Some(&b'/') {
+            None
+        } else {
+            parse_ns_link(text)
+        };
+        let Some((kind, ino)) = found else {
             continue;
         };
         if !types.contains(kind) {

@@ -10,6 +10,8 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// `NS_GET_USERNS`: an fd for the user namespace owning a namespace (linux/nsfs.h).
 pub const NS_GET_USERNS: libc::c_ulong = 0xb701;
+/// `NS_GET_NSTYPE`: the `CLONE_NEW*` type of a namespace fd (linux/nsfs.h).
+pub const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
 /// `NS_GET_PARENT`: an fd for the parent of a pid or user namespace (linux/nsfs.h).
 pub const NS_GET_PARENT: libc::c_ulong = 0xb702;
 
@@ -125,6 +127,12 @@ pub fn chdir(path: &CStr) -> io::Result<()> {
 pub fn fchdir(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: `fd` is borrowed and so open for the call.
     check(unsafe { libc::fchdir(fd.as_raw_fd()) }).map(drop)
+}
+
+/// NS_GET_NSTYPE: the `CLONE_NEW*` flag of the namespace `fd` refers to.
+pub fn ns_type(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
+    // SAFETY: NS_GET_NSTYPE takes no argument and returns an int; `fd` is borrowed.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE) })
 }
 
 /// An nsfs ioctl that returns a new namespace fd (NS_GET_USERNS, NS_GET_PARENT).
