@@ -212,8 +212,9 @@ pub fn list(opts: &ListOptions) -> Result<Vec<Namespace>, ListError> {
     }
     let mut mns: Vec<(u64, i32)> = mount_ns.into_iter().collect();
     mns.sort_by_key(|(_, p)| if *p == self_pid { -1 } else { *p });
+    let mut text = Vec::new();
     for (_, pid) in mns {
-        scan_mounts(pid, pid == self_pid, opts.types, &mut scan);
+        scan_mounts(pid, pid == self_pid, opts.types, &mut text, &mut scan);
     }
     let mut list = scan.list;
     attach_containers(&opts.state_root, &mut list);
@@ -226,9 +227,15 @@ pub fn list(opts: &ListOptions) -> Result<Vec<Namespace>, ListError> {
         list.retain(|n| n.container.as_deref() == Some(c.id.as_str()));
     }
     let mut users = Users::default();
+    // Many namespaces share their lowest process: read each process once.
+    let mut procs: HashMap<i32, (Option<u32>, Option<String>, Option<String>)> = HashMap::new();
     for n in &mut list {
         if let Some(pid) = n.pid {
-            fill_process(n, pid, &mut users);
+            let (uid, user, command) = procs
+                .entry(pid)
+                .or_insert_with(|| process_info(pid, &mut users))
+                .clone();
+            (n.uid, n.user, n.command) = (uid, user, command);
         }
         if opts.relations {
             fill_relations(n);
@@ -337,15 +344,34 @@ pub fn nsfs_mounts(mountinfo: &str) -> Vec<(NsType, u64, String)> {
     out
 }
 
-fn scan_mounts(pid: i32, own: bool, types: NsSet, scan: &mut Scan) {
+/// Reads a whole /proc file into `buf` with few large reads (each read of mountinfo
+/// walks the mount table again); `buf` is reused, so its zeroing is paid once.
+fn read_proc_file(path: &str, buf: &mut Vec<u8>) -> io::Result<usize> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut len = 0;
+    loop {
+        if buf.len() - len < 16 * 1024 {
+            buf.resize((buf.len() * 2).max(64 * 1024), 0);
+        }
+        let n = f.read(&mut buf[len..])?;
+        if n == 0 {
+            return Ok(len);
+        }
+        len += n;
+    }
+}
+
+fn scan_mounts(pid: i32, own: bool, types: NsSet, buf: &mut Vec<u8>, scan: &mut Scan) {
     let path = if own {
         "/proc/self/mountinfo".to_string()
     } else {
         format!("/proc/{pid}/mountinfo")
     };
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    let Ok(len) = read_proc_file(&path, buf) else {
         return;
     };
+    let text = String::from_utf8_lossy(&buf[..len]);
     for (kind, ino, mp) in nsfs_mounts(&text) {
         if !types.contains(kind) {
             continue;
@@ -427,12 +453,12 @@ impl Users {
     }
 }
 
-fn fill_process(n: &mut Namespace, pid: i32, users: &mut Users) {
-    if let Ok(md) = std::fs::metadata(format!("/proc/{pid}")) {
-        n.uid = Some(md.uid());
-        n.user = Some(users.name(md.uid()));
-    }
-    n.command = command_of(pid);
+/// (uid, user name, command) of `pid`.
+fn process_info(pid: i32, users: &mut Users) -> (Option<u32>, Option<String>, Option<String>) {
+    let uid = std::fs::metadata(format!("/proc/{pid}"))
+        .ok()
+        .map(|m| m.uid());
+    (uid, uid.map(|u| users.name(u)), command_of(pid))
 }
 
 /// The command line of `pid` with spaces for NULs, or its name for kernel threads.
