@@ -228,7 +228,7 @@ pub fn list(opts: &ListOptions) -> Result<Vec<Namespace>, ListError> {
     }
     let mut users = Users::default();
     // Many namespaces share their lowest process: read each process once.
-    let mut procs: HashMap<i32, (Option<u32>, Option<String>, Option<String>)> = HashMap::new();
+    let mut procs: HashMap<i32, ProcessInfo> = HashMap::new();
     for n in &mut list {
         if let Some(pid) = n.pid {
             let (uid, user, command) = procs
@@ -453,8 +453,11 @@ impl Users {
     }
 }
 
+/// (uid, user name, command) of a process.
+type ProcessInfo = (Option<u32>, Option<String>, Option<String>);
+
 /// (uid, user name, command) of `pid`.
-fn process_info(pid: i32, users: &mut Users) -> (Option<u32>, Option<String>, Option<String>) {
+fn process_info(pid: i32, users: &mut Users) -> ProcessInfo {
     let uid = std::fs::metadata(format!("/proc/{pid}"))
         .ok()
         .map(|m| m.uid());
