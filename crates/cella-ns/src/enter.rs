@@ -251,21 +251,8 @@ pub fn enter(opts: &EnterOptions) -> Result<u8, EnterError> {
     let mut need_fork = false;
     let mut joined_user = false;
     for (kind, fd) in &fds {
-        sys::setns(fd.as_fd(), kind.clone_flag()).map_err(|source| {
-            match (kind, source.raw_os_error()) {
-                (NsType::User, Some(libc::EPERM)) => EnterError::UserDenied { pid, source },
-                (_, Some(libc::EPERM)) => EnterError::Denied {
-                    kind: *kind,
-                    pid,
-                    source,
-                },
-                _ => EnterError::Setns {
-                    kind: *kind,
-                    pid,
-                    source,
-                },
-            }
-        })?;
+        sys::setns(fd.as_fd(), kind.clone_flag())
+            .map_err(|source| setns_error(*kind, pid, source))?;
         need_fork |= matches!(kind, NsType::Pid | NsType::Time);
         joined_user |= *kind == NsType::User;
     }
@@ -343,6 +330,16 @@ pub fn enter(opts: &EnterOptions) -> Result<u8, EnterError> {
     run_child(&plan)
 }
 
+/// Names a refused setns: EPERM means missing CAP_SYS_ADMIN in the owner, and what to do
+/// differs for the user namespace itself.
+fn setns_error(kind: NsType, pid: i32, source: io::Error) -> EnterError {
+    match (kind, source.raw_os_error()) {
+        (NsType::User, Some(libc::EPERM)) => EnterError::UserDenied { pid, source },
+        (_, Some(libc::EPERM)) => EnterError::Denied { kind, pid, source },
+        _ => EnterError::Setns { kind, pid, source },
+    }
+}
+
 /// Forks a child that execs `plan`, waits for it, and returns its status.
 pub(crate) fn run_child(plan: &ExecPlan) -> Result<u8, EnterError> {
     let (reader, reporter) = exec::report_pipe().map_err(|source| EnterError::Process {
@@ -374,5 +371,27 @@ pub(crate) fn run_child(plan: &ExecPlan) -> Result<u8, EnterError> {
                 _ => Ok(code),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_joins_say_what_to_do() {
+        let eperm = || io::Error::from_raw_os_error(libc::EPERM);
+        let user = setns_error(NsType::User, 7, eperm()).to_string();
+        assert!(
+            user.contains("joining a user namespace needs CAP_SYS_ADMIN in its owner: run as root or enter as its owner"),
+            "{user}"
+        );
+        let net = setns_error(NsType::Net, 7, eperm()).to_string();
+        assert!(
+            net.contains("net namespace of pid 7") && net.contains("add --user"),
+            "{net}"
+        );
+        let other = setns_error(NsType::Net, 7, io::Error::from_raw_os_error(libc::EINVAL));
+        assert!(matches!(other, EnterError::Setns { .. }));
     }
 }
