@@ -70,6 +70,60 @@ pub struct Namespace {
     open_path: Option<PathBuf>,
 }
 
+/// One namespace as `cella ns ls --json` prints it: lsns's keys in lsns's order, then
+/// cella's (`container`, `nsfs`; `pns` and `ons` with relations).
+#[derive(Debug, serde::Serialize)]
+pub struct JsonRecord<'a> {
+    /// Inode.
+    pub ns: u64,
+    /// Type name.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Process count.
+    pub nprocs: usize,
+    /// Lowest pid.
+    pub pid: Option<i32>,
+    /// User of that pid.
+    pub user: Option<&'a str>,
+    /// Command of that pid.
+    pub command: Option<&'a str>,
+    /// Owning cella container.
+    pub container: Option<&'a str>,
+    /// A bind mount holding the namespace.
+    pub nsfs: Option<&'a Path>,
+    /// Parent namespace (with relations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pns: Option<Option<u64>>,
+    /// Owning user namespace (with relations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ons: Option<Option<u64>>,
+}
+
+/// The whole `--json` document, `{"namespaces": [...]}` as lsns prints it.
+#[derive(Debug, serde::Serialize)]
+pub struct JsonListing<'a> {
+    /// The records.
+    pub namespaces: Vec<JsonRecord<'a>>,
+}
+
+impl Namespace {
+    /// This namespace as a JSON record; `relations` adds `pns` and `ons`.
+    pub fn json_record(&self, relations: bool) -> JsonRecord<'_> {
+        JsonRecord {
+            ns: self.ino,
+            kind: self.kind.name(),
+            nprocs: self.nprocs,
+            pid: self.pid,
+            user: self.user.as_deref(),
+            command: self.command.as_deref(),
+            container: self.container.as_deref(),
+            nsfs: self.nsfs.as_deref(),
+            pns: relations.then_some(self.parent),
+            ons: relations.then_some(self.owner),
+        }
+    }
+}
+
 /// What to list.
 #[derive(Clone, Debug)]
 pub struct ListOptions {

@@ -334,8 +334,8 @@ fn ls(a: &LsArgs, cli: &Cli) -> CmdResult {
     let list = cella_ns::list(&opts)?;
     let mut out = std::io::stdout().lock();
     if a.json {
-        let v: Vec<_> = list.iter().map(|n| json_of(n, a.tree)).collect();
-        let doc = serde_json::json!({ "namespaces": v });
+        let namespaces = list.iter().map(|n| n.json_record(a.tree)).collect();
+        let doc = cella_ns::list::JsonListing { namespaces };
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     } else if a.tree {
         print_tree(&mut out, &list)?;
@@ -343,24 +343,6 @@ fn ls(a: &LsArgs, cli: &Cli) -> CmdResult {
         print_table(&mut out, &list, &[])?;
     }
     Ok(0)
-}
-
-fn json_of(n: &Namespace, relations: bool) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "ns": n.ino,
-        "type": n.kind.name(),
-        "nprocs": n.nprocs,
-        "pid": n.pid,
-        "user": n.user,
-        "command": n.command,
-        "container": n.container,
-        "nsfs": n.nsfs,
-    });
-    if relations {
-        v["pns"] = n.parent.into();
-        v["ons"] = n.owner.into();
-    }
-    v
 }
 
 fn cells(n: &Namespace, prefix: &str) -> [String; 7] {
