@@ -3,8 +3,10 @@
 //! port forwards and L2 anti-spoofing in tables cella owns. Synchronous throughout: the
 //! runtime path has no async runtime.
 
+pub mod bridge;
 pub mod cidr;
 pub mod ipam;
 pub mod netlink;
 pub mod netns;
+pub mod nft;
 mod sys;

@@ -13,7 +13,11 @@ use std::process::ExitCode;
 
 /// Global flags, as runc takes them (before the verb).
 #[derive(Parser, Debug)]
-#[command(name = "cella", version, about = "A Linux container runtime and namespace-isolation toolkit")]
+#[command(
+    name = "cella",
+    version,
+    about = "A Linux container runtime and namespace-isolation toolkit"
+)]
 pub struct Cli {
     /// Root directory for container state (default /run/cella, or
     /// $XDG_RUNTIME_DIR/cella when not root).
@@ -47,6 +51,9 @@ pub enum Command {
     /// Namespace tools: list, enter, unshare, create and remove namespaces.
     #[command(subcommand)]
     Ns(commands::ns::NsCommand),
+    /// Container networking: named netns, links, addresses, routes, rules, bridge networks.
+    #[command(subcommand)]
+    Net(commands::net::NetCommand),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +61,7 @@ fn main() -> ExitCode {
     let reporter = report::Reporter::new(&cli);
     let result = match &cli.command {
         Command::Ns(c) => commands::ns::run(c, &cli),
+        Command::Net(c) => commands::net::run(c, &cli),
     };
     match result {
         Ok(code) => ExitCode::from(code),
