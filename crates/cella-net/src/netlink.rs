@@ -17,7 +17,8 @@ use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteType,
 };
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
@@ -627,6 +628,8 @@ impl Netlink {
         let mut m = RouteMessage::default();
         m.header.address_family = family_of(dst);
         m.header.destination_prefix_length = if dst.is_ipv4() { 32 } else { 128 };
+        // Ask for the table the route was found in, not the cached clone's.
+        m.header.flags = RouteFlags::LookupTable;
         m.attributes.push(RouteAttribute::Destination(dst.into()));
         if let Some(s) = src {
             m.header.source_prefix_length = if s.is_ipv4() { 32 } else { 128 };

@@ -212,6 +212,11 @@ fn check_name(name: &str) -> Result<(), NetnsError> {
 fn ensure_run_dir() -> Result<(), NetnsError> {
     let dir = Path::new(NETNS_RUN_DIR);
     fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+    // Two concurrent adds must not both find /run/netns unmounted and both bind it: the
+    // second mount would hide the namespaces bound under the first. The lock is on the
+    // directory itself, so no lock file shows up as a namespace name.
+    let guard = File::open(dir).map_err(io_err("open", dir))?;
+    sys::flock_exclusive(guard.as_fd()).map_err(io_err("lock", dir))?;
     let shared = libc::MS_SHARED | libc::MS_REC;
     match sys::mount(None, dir, Some("none"), shared) {
         Ok(()) => Ok(()),
@@ -237,7 +242,7 @@ pub fn add(name: &str) -> Result<PathBuf, NetnsError> {
     OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0)
+        .mode(0o000)
         .open(&path)
         .map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {

@@ -20,20 +20,20 @@ pub enum NetCommand {
     Ns(NsCmd),
     /// Links: veth pairs, bridges, state, MTU.
     #[command(subcommand)]
-    Link(LinkCmd),
+    Link(Box<LinkCmd>),
     /// Addresses on links.
     #[command(subcommand)]
-    Addr(AddrCmd),
+    Addr(Box<AddrCmd>),
     /// Routes, and which route the kernel picks.
     #[command(subcommand)]
-    Route(RouteCmd),
+    Route(Box<RouteCmd>),
     /// Policy-routing rules.
     #[command(subcommand)]
-    Rule(RuleCmd),
+    Rule(Box<RuleCmd>),
     /// Attach a container's network namespace to a bridge network.
-    Attach(AttachArgs),
+    Attach(Box<AttachArgs>),
     /// Remove what `attach` made for a container.
-    Detach(DetachArgs),
+    Detach(Box<DetachArgs>),
     /// List the recorded attachments.
     Attachments(StoreArgs),
 }
@@ -526,7 +526,7 @@ pub fn run(cmd: &NetCommand, _cli: &Cli) -> CmdResult {
             }
         },
         NetCommand::Link(c) => link(c)?,
-        NetCommand::Addr(c) => match c {
+        NetCommand::Addr(c) => match c.as_ref() {
             AddrCmd::Add { addr, dev, ns } => {
                 let mut nl = handle(ns)?;
                 let i = nl.index(dev)?;
@@ -549,7 +549,7 @@ pub fn run(cmd: &NetCommand, _cli: &Cli) -> CmdResult {
                 }
             }
         },
-        NetCommand::Route(c) => match c {
+        NetCommand::Route(c) => match c.as_ref() {
             RouteCmd::Add(spec) => {
                 let mut nl = handle(&spec.ns)?;
                 let r = route_of(spec, &mut nl)?;
@@ -587,7 +587,7 @@ pub fn run(cmd: &NetCommand, _cli: &Cli) -> CmdResult {
                 println!("{}", show_route(&r, &names));
             }
         },
-        NetCommand::Rule(c) => match c {
+        NetCommand::Rule(c) => match c.as_ref() {
             RuleCmd::Add(spec) => handle(&spec.ns)?.add_rule(&rule_of(spec)?)?,
             RuleCmd::Del(spec) => handle(&spec.ns)?.del_rule(&rule_of(spec)?)?,
             RuleCmd::Show { ns, v6 } => {
