@@ -430,7 +430,9 @@ impl Store {
 
     fn write<T: serde::Serialize>(&self, path: &Path, v: &T) -> Result<(), StepError> {
         let text = serde_json::to_vec_pretty(v).map_err(|e| StepError::State(path.into(), e))?;
-        crate::ipam::write_atomic(path, &text).map_err(StepError::Ipam)
+        // Attachment records describe kernel state (links, nft elements) that a reboot
+        // clears too, so they need no fsync: they only have to survive a crash of cella.
+        crate::ipam::write_atomic(path, &text, false).map_err(StepError::Ipam)
     }
 
     fn read<T: serde::de::DeserializeOwned>(&self, path: &Path) -> Result<Option<T>, StepError> {
@@ -656,13 +658,26 @@ fn setup(
 
     // nftables first: one transaction, and the one step that can still find a port taken
     // by a concurrent forward (the `create` of its element then fails the whole batch).
+    // The tables' rules never change per container, so the common case is one batch of
+    // elements; only when a table is missing (the first attach on this host) are the
+    // tables, chains and rules created, in the same transaction as the elements.
     let rules = rules_of(att, lease.ip);
-    let mut batch = nft::nat_base();
-    if req.anti_spoof {
-        batch.extend(nft::bridge_base());
+    let elements = rules.add();
+    if !elements.is_empty() {
+        let op = format!("add rules for {:?}", att.id);
+        match nft::apply(elements.clone(), &op) {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {
+                let mut batch = nft::nat_base();
+                if req.anti_spoof {
+                    batch.extend(nft::bridge_base());
+                }
+                batch.extend(elements);
+                nft::apply(batch, &op)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
-    batch.extend(rules.add());
-    nft::apply(batch, &format!("add rules for {:?}", att.id))?;
 
     let bridge_index = ensure_bridge(store, host, req, lease.gateway)?;
     write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
@@ -786,8 +801,11 @@ fn teardown(
     let mut errs: Vec<StepError> = Vec::new();
     if let Some(ip) = att.ip {
         let rules = rules_of(att, ip);
-        let fast = if att.complete {
-            nft::apply(rules.delete(None), &format!("delete rules of {:?}", att.id)).is_ok()
+        let all = rules.delete(None);
+        let fast = if all.is_empty() {
+            true
+        } else if att.complete {
+            nft::apply(all, &format!("delete rules of {:?}", att.id)).is_ok()
         } else {
             false
         };

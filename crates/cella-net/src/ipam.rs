@@ -262,7 +262,7 @@ impl Ipam {
                 fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
                 let text =
                     serde_json::to_string(&n).map_err(|e| IpamError::Corrupt(dir.clone(), e))?;
-                write_atomic(&dir.join("network.json"), text.as_bytes())?;
+                write_atomic(&dir.join("network.json"), text.as_bytes(), true)?;
                 n
             }
         };
@@ -383,12 +383,15 @@ impl Ipam {
 }
 
 /// Writes `path` by writing a temporary file and renaming it, so readers see the old or
-/// the new content, never a part.
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), IpamError> {
+/// the new content, never a part. `durable` adds an fsync, for records that must outlive
+/// a power loss (leases); records of kernel state, which a reboot clears anyway, skip it.
+pub(crate) fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<(), IpamError> {
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
     f.write_all(data).map_err(io_err("write", &tmp))?;
-    f.sync_all().map_err(io_err("sync", &tmp))?;
+    if durable {
+        f.sync_all().map_err(io_err("sync", &tmp))?;
+    }
     fs::rename(&tmp, path).map_err(io_err("rename into place", path))
 }
 
