@@ -369,6 +369,7 @@ fn port_forward_reaches_the_container_from_outside_and_from_the_host() {
         "8080:80/tcp",
         "--publish",
         "5353:53/udp",
+        "--masquerade",
     ]);
     assert!(out.status.success(), "{}", show(&out));
     // From the internet host to the host's address.
@@ -406,6 +407,30 @@ fn port_forward_reaches_the_container_from_outside_and_from_the_host() {
     .unwrap();
     assert_eq!(got.as_deref(), Some(&b"ping"[..]));
     assert_eq!(srv.join().unwrap(), Some(4));
+    // Hairpin: the container itself, and a neighbour on the bridge, through the host's
+    // address; the server sees the gateway (masqueraded), so its answer goes back through
+    // the host's connection tracking.
+    let n = lab.netns("cnp");
+    let out = lab.attach(&[
+        "--netns",
+        &n,
+        "--bridge",
+        "br0",
+        "--subnet",
+        "10.88.0.0/24",
+        "--masquerade",
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    for client in [&c, &n] {
+        let s = serve_once(&c, "10.88.0.2:80");
+        assert_eq!(
+            connect(client, "198.51.100.1:8080", T).unwrap(),
+            "hello",
+            "hairpin from {client}"
+        );
+        assert_eq!(s.join().unwrap().unwrap().ip().to_string(), "10.88.0.1");
+    }
+    assert!(lab.detach(&n).status.success());
     assert!(lab.detach(&c).status.success());
     assert!(connect(&inet, "198.51.100.1:8080", Duration::from_millis(500)).is_err());
 }

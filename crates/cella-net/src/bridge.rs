@@ -701,6 +701,11 @@ fn setup(
         up: true,
     })?;
 
+    if !req.publish.is_empty() {
+        let port = host.index(&att.host_veth)?;
+        host.set_hairpin(port, &att.host_veth, true)?;
+    }
+
     let mut inside = Netlink::open_in(netns)?;
     let lo = inside.index("lo")?;
     inside.set_link(

@@ -14,7 +14,8 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
@@ -459,6 +460,24 @@ impl Netlink {
         }
         let op = format!("set link `{name}`");
         self.ack(RouteNetlinkMessage::SetLink(m), 0, &op)
+    }
+
+    /// Turns hairpin mode of bridge port `index` on or off: with it on, the bridge may send
+    /// a frame back out of the port it came in by (a container reaching its own forwarded
+    /// port through the host's address).
+    pub fn set_hairpin(&mut self, index: u32, name: &str, on: bool) -> Result<(), NetlinkError> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::PortKind(InfoPortKind::Bridge),
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
+                on,
+            )])),
+        ]));
+        let op = format!("set hairpin mode of bridge port `{name}`");
+        // Port settings of an existing link go through RTM_NEWLINK (slave_changelink), not
+        // RTM_SETLINK.
+        self.ack(RouteNetlinkMessage::NewLink(m), 0, &op)
     }
 
     /// Deletes link `index` (a veth takes its peer with it).

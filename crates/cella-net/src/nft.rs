@@ -7,8 +7,9 @@
 //!   `udp_addr`/`udp_port` (host port -> container address, host port -> container port),
 //!   used by DNAT rules in `prerouting` (traffic arriving at the host) and `output`
 //!   (traffic from the host itself). Container addresses in the set `masq` are
-//!   masqueraded when they leave; and so is loopback-sourced traffic that was DNATed to a
-//!   container (a forward used through 127.0.0.1).
+//!   masqueraded when they leave, and when they reach a forwarded port through the host's
+//!   address (hairpin); so is loopback-sourced traffic that was DNATed to a container (a
+//!   forward used through 127.0.0.1).
 //! - `bridge cella`: L2 anti-spoofing. A frame entering the bridge from a port in `ports`
 //!   is dropped unless its source MAC (and for IPv4 and ARP its source address) is the
 //!   pair recorded for that port in `macs` / `ips`.
@@ -239,6 +240,18 @@ pub fn nat_base() -> Vec<Value> {
         json!([
             { "match": { "op": "==", "left": saddr, "right": "@masq" } },
             { "match": { "op": "!=", "left": { "payload": { "protocol": "ip", "field": "daddr" } }, "right": "@masq" } },
+            { "masquerade": null }
+        ]),
+    ));
+    // Hairpin: a container reaching a forwarded port (its own or a neighbour's on the same
+    // bridge) through the host's address. Without this the answer would go straight back
+    // over the bridge, from an address the client never talked to.
+    c.push(rule(
+        f,
+        "postrouting",
+        json!([
+            { "match": { "op": "==", "left": saddr, "right": "@masq" } },
+            { "match": { "op": "in", "left": { "ct": { "key": "status" } }, "right": "dnat" } },
             { "masquerade": null }
         ]),
     ));
