@@ -832,3 +832,86 @@ fn anti_spoofing_drops_a_container_that_copies_anothers_mac_and_ip() {
         assert!(lab.detach(c).status.success());
     }
 }
+
+#[test]
+fn concurrent_attaches_get_distinct_addresses_and_all_detach() {
+    if !ready() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let names: Vec<String> = (0..8).map(|_| lab.netns("cnq")).collect();
+    let dirs = lab.dirs();
+    let spawn = |args: Vec<String>| {
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", lab.host))
+            .arg(cella_bin())
+            .args(args)
+            .spawn()
+            .expect("spawn cella")
+    };
+    let children: Vec<_> = names
+        .iter()
+        .map(|n| {
+            let mut a: Vec<String> = [
+                "net",
+                "attach",
+                "--netns",
+                n,
+                "--bridge",
+                "br0",
+                "--subnet",
+                "10.88.0.0/24",
+                "--masquerade",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            a.extend(dirs.iter().cloned());
+            spawn(a)
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let mut ips: Vec<String> = names
+        .iter()
+        .map(|n| {
+            let a = lab.ok(&["net", "addr", "list", "--ns", n]);
+            a.lines()
+                .find(|l| l.starts_with("eth0: 10."))
+                .expect("eth0 address")
+                .to_string()
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 8, "{ips:?}");
+    let macs: std::collections::HashSet<String> = names
+        .iter()
+        .map(|n| {
+            lab.ok(&["net", "link", "list", "--ns", n])
+                .lines()
+                .find(|l| l.contains("eth0"))
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(macs.len(), 8);
+    let children: Vec<_> = names
+        .iter()
+        .map(|n| {
+            let mut a: Vec<String> = ["net", "detach", "--netns", n]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            a.extend(dirs.iter().cloned());
+            spawn(a)
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    assert_eq!(tree(&lab.ipam), "");
+    assert_eq!(tree(&lab.state), "");
+    assert_eq!(lab.ok(&["net", "link", "list"]).lines().count(), 1);
+}
