@@ -915,3 +915,101 @@ fn concurrent_attaches_get_distinct_addresses_and_all_detach() {
     assert_eq!(tree(&lab.state), "");
     assert_eq!(lab.ok(&["net", "link", "list"]).lines().count(), 1);
 }
+
+#[test]
+fn links_veth_bridge_mtu_master_move_and_delete() {
+    if !ready() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let a = lab.netns("cnl");
+    let b = lab.netns("cnl");
+    // A veth whose peer is born inside `a`, and a bridge to enslave the host end to.
+    lab.ok(&["net", "link", "add", "br9", "--type", "bridge", "--up"]);
+    lab.ok(&[
+        "net",
+        "link",
+        "add",
+        "vh",
+        "--type",
+        "veth",
+        "--peer",
+        "vc",
+        "--peer-ns",
+        &a,
+        "--mtu",
+        "1400",
+        "--master",
+        "br9",
+        "--up",
+    ]);
+    let host = lab.ok(&["net", "link", "list"]);
+    let vh = host
+        .lines()
+        .find(|l| l.contains(" vh:"))
+        .expect("vh on the host")
+        .to_string();
+    assert!(
+        vh.contains("veth mtu 1400 UP") && vh.ends_with("master br9"),
+        "{vh}"
+    );
+    let inside = lab.ok(&["net", "link", "list", "--ns", &a]);
+    assert!(
+        inside
+            .lines()
+            .any(|l| l.contains(" vc: veth mtu 1400 DOWN")),
+        "{inside}"
+    );
+    lab.ok(&[
+        "net",
+        "link",
+        "set",
+        "vc",
+        "--mtu",
+        "1280",
+        "--mac",
+        "02:00:00:00:00:01",
+        "--ns",
+        &a,
+    ]);
+    let inside = lab.ok(&["net", "link", "list", "--ns", &a]);
+    assert!(
+        inside
+            .lines()
+            .any(|l| l.contains(" vc: veth mtu 1280 DOWN 02:00:00:00:00:01")),
+        "{inside}"
+    );
+    lab.ok(&["net", "link", "set", "vh", "--nomaster"]);
+    assert!(!lab.ok(&["net", "link", "list"]).contains("master br9"));
+    // Move the container end from a to b.
+    lab.ok(&["net", "link", "set", "vc", "--move-to", &b, "--ns", &a]);
+    assert!(
+        !lab.ok(&["net", "link", "list", "--ns", &a])
+            .contains(" vc:")
+    );
+    assert!(
+        lab.ok(&["net", "link", "list", "--ns", &b])
+            .contains(" vc:")
+    );
+    // Errors name the link.
+    let out = lab.cella(&["net", "link", "del", "nope0"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("link `nope0` does not exist"),
+        "{}",
+        show(&out)
+    );
+    let out = lab.cella(&["net", "link", "add", "vh", "--type", "bridge"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("add bridge `vh`"),
+        "{}",
+        show(&out)
+    );
+    // Deleting one end takes the peer along.
+    lab.ok(&["net", "link", "del", "vh"]);
+    assert!(
+        !lab.ok(&["net", "link", "list", "--ns", &b])
+            .contains(" vc:")
+    );
+    lab.ok(&["net", "link", "del", "br9"]);
+    assert_eq!(lab.ok(&["net", "link", "list"]).lines().count(), 1);
+}

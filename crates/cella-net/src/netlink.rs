@@ -266,15 +266,17 @@ impl Netlink {
         op: &str,
     ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
         self.seq = self.seq.wrapping_add(1);
+        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | flags;
+        // Every request ends in a known way: a dump with NLMSG_DONE, anything else with
+        // an ack (or an error), so the loop below never waits for a reply that won't come.
+        header.flags = NLM_F_REQUEST | flags | if dump { 0 } else { NLM_F_ACK };
         header.sequence_number = self.seq;
         let mut nl = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
         nl.finalize();
         let mut buf = vec![0u8; nl.buffer_len()];
         nl.serialize(&mut buf);
         self.sock.send(&buf, 0).map_err(req_err(op))?;
-        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         let mut out = Vec::new();
         loop {
             let (data, _) = self.sock.recv_from_full().map_err(req_err(op))?;
@@ -311,9 +313,6 @@ impl Netlink {
                     }
                     _ => {}
                 }
-            }
-            if !dump && out.is_empty() && flags & NLM_F_ACK == 0 {
-                return Ok(out);
             }
         }
     }
