@@ -9,6 +9,9 @@
 # containernetworking-plugins and a built cella (CELLA=path, default target/release/cella).
 #
 #   sudo bench/net.sh [RUNS]
+#
+# Then, for SCALE (default "1 50 250") containers on one bridge, the total time to set them
+# all up one after the other, and to tear them all down, to show how the cost grows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-30}
@@ -104,3 +107,28 @@ echo "| teardown | $ct_med | $ct_mean | $nt_med | $nt_mean | $(ratio "$ct_med" "
 tot_c=$(awk -v a="$cs_med" -v b="$ct_med" 'BEGIN{print a+b}')
 tot_n=$(awk -v a="$ns_med" -v b="$nt_med" 'BEGIN{print a+b}')
 echo "| total    | $tot_c | | $tot_n | | $(ratio "$tot_c" "$tot_n") |"
+
+# ---- scaling: N containers on one bridge ----
+SCALE=${SCALE:-"1 50 250"}
+scale() { # scale TOOL N -> "setup_ms teardown_ms"
+  local tool=$1 n=$2 i t0 t1 t2
+  for i in $(seq 1 "$n"); do ip netns add "cbench-s$i-$tool-$$"; done
+  t0=$(now)
+  for i in $(seq 1 "$n"); do "${tool}_attach" "cbench-s$i-$tool-$$" $((20000 + i)); done
+  t1=$(now)
+  for i in $(seq 1 "$n"); do "${tool}_detach" "cbench-s$i-$tool-$$" $((20000 + i)); done
+  t2=$(now)
+  for i in $(seq 1 "$n"); do ip netns del "cbench-s$i-$tool-$$"; done
+  awk -v a=$(( (t1 - t0) / 1000 )) -v b=$(( (t2 - t1) / 1000 )) 'BEGIN {printf "%.0f %.0f\n", a/1000, b/1000}'
+}
+echo
+echo "N containers on one bridge, one after the other: total ms (per container)"
+echo
+echo "| N | cella setup | cella teardown | CNI setup | CNI teardown | setup cella/CNI |"
+echo "|--:|------------:|---------------:|----------:|-------------:|----------------:|"
+for n in $SCALE; do
+  read -r c_up c_down < <(scale cella "$n")
+  read -r n_up n_down < <(scale cni "$n")
+  per() { awk -v t="$1" -v n="$n" 'BEGIN {printf "%.0f (%.1f)", t, t/n}'; }
+  echo "| $n | $(per "$c_up") | $(per "$c_down") | $(per "$n_up") | $(per "$n_down") | $(ratio "$c_up" "$n_up") |"
+done
