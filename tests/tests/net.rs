@@ -1013,3 +1013,94 @@ fn links_veth_bridge_mtu_master_move_and_delete() {
     lab.ok(&["net", "link", "del", "br9"]);
     assert_eq!(lab.ok(&["net", "link", "list"]).lines().count(), 1);
 }
+
+#[test]
+fn connect_puts_a_point_to_point_link_between_two_namespaces() {
+    if !ready() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let a = lab.netns("cnk");
+    let b = lab.netns("cnk");
+    let dirs = lab.dirs();
+    let state = [dirs[0].as_str(), dirs[1].as_str()];
+    let before = lab.snapshot(&[&a, &b]);
+    // Bad input first: nothing may be left of it.
+    let missing = unique("cn-missing");
+    let bad: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                &a,
+                &missing,
+                "--addr-a",
+                "192.168.77.1/30",
+                "--addr-b",
+                "192.168.77.2/30",
+            ],
+            "does not exist",
+        ),
+        (
+            vec![
+                &a,
+                &b,
+                "--addr-a",
+                "192.168.77.1/30",
+                "--addr-b",
+                "192.168.78.2/30",
+            ],
+            "not two different addresses",
+        ),
+        (vec![&a, &a], "both ends"),
+        (vec![&a, &b, "--ifname-a", "lo"], "exists already"),
+    ];
+    for (args, want) in &bad {
+        let mut v = vec!["net", "connect"];
+        v.extend(args);
+        v.extend(state);
+        let out = lab.cella(&v);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(want),
+            "{args:?}: {}",
+            show(&out)
+        );
+        assert_eq!(
+            lab.snapshot(&[&a, &b]),
+            before,
+            "{args:?} left something behind"
+        );
+    }
+    let mut v = vec![
+        "net",
+        "connect",
+        &a,
+        &b,
+        "--id",
+        "repl",
+        "--ifname-a",
+        "repl0",
+        "--addr-a",
+        "192.168.77.1/30",
+        "--addr-b",
+        "192.168.77.2/30",
+    ];
+    v.extend(state);
+    lab.ok(&v);
+    assert!(
+        lab.ok(&["net", "addr", "list", "--ns", &b])
+            .contains("repl0: 192.168.77.2/30")
+    );
+    let s = serve_once(&b, "192.168.77.2:5432");
+    assert_eq!(connect(&a, "192.168.77.2:5432", T).unwrap(), "hello");
+    assert_eq!(s.join().unwrap().unwrap().ip().to_string(), "192.168.77.1");
+    let mut v = vec!["net", "disconnect", "repl"];
+    v.extend(state);
+    lab.ok(&v);
+    assert_eq!(lab.snapshot(&[&a, &b]), before);
+    let out = lab.cella(&v);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no such link"),
+        "{}",
+        show(&out)
+    );
+}

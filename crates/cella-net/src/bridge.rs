@@ -261,6 +261,9 @@ pub enum StepError {
     /// A state file that cannot be read or written.
     #[error("state file `{}`", .0.display())]
     State(PathBuf, #[source] serde_json::Error),
+    /// Several teardown steps failed.
+    #[error(transparent)]
+    Teardown(TeardownErrors),
 }
 
 /// Every failure of one teardown (it goes on past the first).
@@ -396,16 +399,17 @@ fn check_id(v: &str) -> Result<(), InvalidRequest> {
     }
 }
 
-/// The attachment store.
-struct Store {
-    dir: PathBuf,
+/// The attachment store (also holds the point-to-point link records of [`crate::p2p`]).
+pub(crate) struct Store {
+    pub(crate) dir: PathBuf,
 }
 
-struct StoreLock(#[allow(dead_code)] File);
+/// Holds the store's lock until dropped.
+pub(crate) struct StoreLock(#[allow(dead_code)] File);
 
 impl Store {
-    fn lock(&self) -> Result<StoreLock, StepError> {
-        for d in ["attachments", "bridges"] {
+    pub(crate) fn lock(&self) -> Result<StoreLock, StepError> {
+        for d in ["attachments", "bridges", "links"] {
             let p = self.dir.join(d);
             fs::create_dir_all(&p).map_err(io_step("create directory", &p))?;
         }
@@ -428,14 +432,17 @@ impl Store {
         self.dir.join("bridges").join(format!("{name}.json"))
     }
 
-    fn write<T: serde::Serialize>(&self, path: &Path, v: &T) -> Result<(), StepError> {
+    pub(crate) fn write<T: serde::Serialize>(&self, path: &Path, v: &T) -> Result<(), StepError> {
         let text = serde_json::to_vec_pretty(v).map_err(|e| StepError::State(path.into(), e))?;
         // Attachment records describe kernel state (links, nft elements) that a reboot
         // clears too, so they need no fsync: they only have to survive a crash of cella.
         crate::ipam::write_atomic(path, &text, false).map_err(StepError::Ipam)
     }
 
-    fn read<T: serde::de::DeserializeOwned>(&self, path: &Path) -> Result<Option<T>, StepError> {
+    pub(crate) fn read<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &Path,
+    ) -> Result<Option<T>, StepError> {
         match fs::read(path) {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
@@ -449,7 +456,7 @@ impl Store {
         }
     }
 
-    fn remove(&self, path: &Path) -> Result<(), StepError> {
+    pub(crate) fn remove(&self, path: &Path) -> Result<(), StepError> {
         match fs::remove_file(path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -9,4 +9,5 @@ pub mod ipam;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod p2p;
 mod sys;

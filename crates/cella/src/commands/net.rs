@@ -7,6 +7,7 @@ use cella_net::bridge::{self, AttachRequest, Paths, PortForward};
 use cella_net::cidr::IpNet;
 use cella_net::netlink::{self, Link, LinkChange, Netlink, Route, Rule, TABLE_MAIN, VethSpec};
 use cella_net::netns::{self, Netns, NetnsRef};
+use cella_net::p2p;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::os::unix::process::CommandExt;
@@ -36,6 +37,44 @@ pub enum NetCommand {
     Detach(Box<DetachArgs>),
     /// List the recorded attachments.
     Attachments(StoreArgs),
+    /// Put a point-to-point veth between two namespaces.
+    Connect(Box<ConnectArgs>),
+    /// Remove a link made by `connect`.
+    Disconnect {
+        /// The link id.
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// `cella net connect`
+#[derive(clap::Args, Debug)]
+pub struct ConnectArgs {
+    /// One namespace (name or path).
+    a: String,
+    /// The other namespace.
+    b: String,
+    /// Link id; default: A--B.
+    #[arg(long)]
+    id: Option<String>,
+    /// Interface name in A; default: cx and a hash of the id.
+    #[arg(long = "ifname-a")]
+    ifname_a: Option<String>,
+    /// Interface name in B; default: as in A.
+    #[arg(long = "ifname-b")]
+    ifname_b: Option<String>,
+    /// Address of A's end, e.g. 192.168.77.1/30.
+    #[arg(long = "addr-a", requires = "addr_b")]
+    addr_a: Option<IpNet>,
+    /// Address of B's end.
+    #[arg(long = "addr-b", requires = "addr_a")]
+    addr_b: Option<IpNet>,
+    /// MTU.
+    #[arg(long)]
+    mtu: Option<u32>,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 /// `cella net ns ...`
@@ -630,6 +669,31 @@ pub fn run(cmd: &NetCommand, _cli: &Cli) -> CmdResult {
             };
             bridge::detach(&d.store.paths(), &id)?;
         }
+        NetCommand::Connect(c) => {
+            let id =
+                c.id.clone()
+                    .unwrap_or_else(|| format!("{}--{}", id_for(&c.a), id_for(&c.b)));
+            let default_if = format!("cx{}", &bridge::host_veth_name(&id)[2..10]);
+            let req = p2p::ConnectRequest {
+                a: NetnsRef::parse(&c.a),
+                b: NetnsRef::parse(&c.b),
+                ifname_a: c.ifname_a.clone().unwrap_or_else(|| default_if.clone()),
+                ifname_b: c
+                    .ifname_b
+                    .clone()
+                    .or(c.ifname_a.clone())
+                    .unwrap_or(default_if),
+                addr_a: c.addr_a,
+                addr_b: c.addr_b,
+                mtu: c.mtu,
+                id,
+            };
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&p2p::connect(&c.store.paths(), &req)?)?
+            );
+        }
+        NetCommand::Disconnect { id, store } => p2p::disconnect(&store.paths(), id)?,
         NetCommand::Attachments(s) => {
             println!(
                 "{}",
