@@ -468,6 +468,32 @@ impl Store {
         }
     }
 
+    /// The first attachment (in directory order) for which `pred` holds; reads records
+    /// only until it finds one.
+    fn find(&self, pred: impl Fn(&Attachment) -> bool) -> Result<Option<Attachment>, StepError> {
+        let dir = self.dir.join("attachments");
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(StepError::Io {
+                    op: "read directory",
+                    path: dir,
+                    source: e,
+                });
+            }
+        };
+        for e in rd.flatten() {
+            if e.path().extension().is_some_and(|x| x == "json")
+                && let Some(a) = self.read::<Attachment>(&e.path())?
+                && pred(&a)
+            {
+                return Ok(Some(a));
+            }
+        }
+        Ok(None)
+    }
+
     fn all(&self) -> Result<Vec<Attachment>, StepError> {
         let dir = self.dir.join("attachments");
         let rd = match fs::read_dir(&dir) {
@@ -526,15 +552,16 @@ fn validate(
             return Err(InvalidRequest::DuplicatePort(*p));
         }
     }
-    let others = store
-        .all()
-        .map_err(|e| InvalidRequest::Store(Box::new(e)))?;
     for p in &req.publish {
-        if let Some(o) = others.iter().find(|a| {
+        let taken = |a: &Attachment| {
             a.publish
                 .iter()
                 .any(|q| q.host_port == p.host_port && q.proto == p.proto)
-        }) {
+        };
+        if let Some(o) = store
+            .find(taken)
+            .map_err(|e| InvalidRequest::Store(Box::new(e)))?
+        {
             return Err(InvalidRequest::PortTaken {
                 port: p.host_port,
                 proto: p.proto.name(),
@@ -543,22 +570,21 @@ fn validate(
         }
     }
     let netns = Netns::open(&req.netns)?;
-    let links = host.links()?;
-    let bridge = links.iter().find(|l| l.name == req.bridge);
-    if let Some(b) = bridge
+    // Targeted questions, not dumps: the host may hold hundreds of container links.
+    let bridge = host.link(&req.bridge)?;
+    if let Some(b) = &bridge
         && b.kind != "bridge"
     {
         return Err(InvalidRequest::NotABridge(req.bridge.clone()));
     }
-    for a in host.addrs()? {
-        if Some(a.index) == bridge.map(|b| b.index) || !a.net.addr.is_ipv4() {
+    for a in host.addrs_family(false)? {
+        if Some(a.index) == bridge.as_ref().map(|b| b.index) {
             continue;
         }
         if a.net.network().overlaps(&req.subnet) {
-            let link = links
-                .iter()
-                .find(|l| l.index == a.index)
-                .map_or_else(|| format!("#{}", a.index), |l| l.name.clone());
+            let link = host
+                .link_name(a.index)?
+                .unwrap_or_else(|| format!("#{}", a.index));
             return Err(InvalidRequest::HostOverlap {
                 subnet: req.subnet,
                 addr: a.net,
@@ -567,7 +593,7 @@ fn validate(
         }
     }
     let host_veth = host_veth_name(&req.id);
-    if links.iter().any(|l| l.name == host_veth) {
+    if host.link(&host_veth)?.is_some() {
         return Err(InvalidRequest::HostLinkTaken(host_veth));
     }
     let mut inside = Netlink::open_in(&netns)?;
@@ -788,7 +814,7 @@ fn ensure_bridge(
         }
     };
     let has_gw = host
-        .addrs()?
+        .addrs_family(false)?
         .iter()
         .any(|a| a.index == index && a.net == gw);
     if !has_gw {
@@ -871,7 +897,7 @@ fn teardown(
 
 /// When no attachment uses `bridge` any more, removes what cella made of it.
 fn release_bridge(store: &Store, host: &mut Netlink, bridge: &str) -> Result<(), StepError> {
-    if store.all()?.iter().any(|a| a.bridge == bridge) {
+    if store.find(|a| a.bridge == bridge)?.is_some() {
         return Ok(());
     }
     let rec_path = store.br_path(bridge);
@@ -894,7 +920,7 @@ fn release_bridge(store: &Store, host: &mut Netlink, bridge: &str) -> Result<(),
 
 /// When no attachment is left, removes cella's nft tables (which then hold no element).
 fn release_tables(store: &Store) -> Result<(), StepError> {
-    if !store.all()?.is_empty() {
+    if store.find(|_| true)?.is_some() {
         return Ok(());
     }
     nft::apply(nft::drop_tables(), "delete the cella tables").map_err(StepError::from)

@@ -354,6 +354,21 @@ impl Netlink {
         }
     }
 
+    /// The name of link `index`, if it exists.
+    pub fn link_name(&mut self, index: u32) -> Result<Option<String>, NetlinkError> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        let op = format!("get link #{index}");
+        match self.request(RouteNetlinkMessage::GetLink(m), 0, &op) {
+            Ok(msgs) => Ok(msgs.iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(link_from(l).name),
+                _ => None,
+            })),
+            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The index of the link called `name`, or [`NetlinkError::NoSuchLink`].
     pub fn index(&mut self, name: &str) -> Result<u32, NetlinkError> {
         self.link(name)?
@@ -521,8 +536,26 @@ impl Netlink {
 
     /// Every address of the namespace.
     pub fn addrs(&mut self) -> Result<Vec<Addr>, NetlinkError> {
+        self.addrs_of(None)
+    }
+
+    /// The addresses of one family (IPv6 when `v6`), filtered by the kernel: a host with
+    /// many veths has an IPv6 link-local address on each, which an IPv4 question skips.
+    pub fn addrs_family(&mut self, v6: bool) -> Result<Vec<Addr>, NetlinkError> {
+        self.addrs_of(Some(v6))
+    }
+
+    fn addrs_of(&mut self, v6: Option<bool>) -> Result<Vec<Addr>, NetlinkError> {
+        let mut req = AddressMessage::default();
+        if let Some(v6) = v6 {
+            req.header.family = if v6 {
+                AddressFamily::Inet6
+            } else {
+                AddressFamily::Inet
+            };
+        }
         let msgs = self.request(
-            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            RouteNetlinkMessage::GetAddress(req),
             NLM_F_DUMP,
             "list addresses",
         )?;
