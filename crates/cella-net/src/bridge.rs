@@ -689,29 +689,48 @@ fn setup(
     att.mac = Some(lease.mac.clone());
     store.write(&path, att)?;
 
-    // nftables first: one transaction, and the one step that can still find a port taken
-    // by a concurrent forward (the `create` of its element then fails the whole batch).
-    // The tables' rules never change per container, so the common case is one batch of
+    // nftables: one transaction, and the one step that can still find a port taken by a
+    // concurrent forward (the `create` of its element then fails the whole batch). The
+    // tables' rules never change per container, so the common case is one batch of
     // elements; only when a table is missing (the first attach on this host) are the
-    // tables, chains and rules created, in the same transaction as the elements.
+    // tables, chains and rules created, in the same transaction as the elements. The nft
+    // process runs while the links are made below; both wait on the kernel.
     let rules = rules_of(att, lease.ip);
     let elements = rules.add();
-    if !elements.is_empty() {
-        let op = format!("add rules for {:?}", att.id);
-        match nft::apply(elements.clone(), &op) {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() => {
-                let mut batch = nft::nat_base();
-                if req.anti_spoof {
-                    batch.extend(nft::bridge_base());
-                }
-                batch.extend(elements);
-                nft::apply(batch, &op)?;
+    let op = format!("add rules for {:?}", att.id);
+    let pending = if elements.is_empty() {
+        None
+    } else {
+        Some(nft::spawn(elements.clone(), &op)?)
+    };
+    let linked = make_links(store, host, netns, req, att, &lease);
+    let nft_done = match pending.map(nft::Pending::wait) {
+        None | Some(Ok(())) => Ok(()),
+        Some(Err(e)) if e.is_not_found() => {
+            let mut batch = nft::nat_base();
+            if req.anti_spoof {
+                batch.extend(nft::bridge_base());
             }
-            Err(e) => return Err(e.into()),
+            batch.extend(elements);
+            nft::apply(batch, &op)
         }
-    }
+        Some(Err(e)) => Err(e),
+    };
+    linked?;
+    nft_done?;
+    att.complete = true;
+    store.write(&path, att)
+}
 
+/// The bridge, the veth and the container's side: address, routes, links up.
+fn make_links(
+    store: &Store,
+    host: &mut Netlink,
+    netns: &Netns,
+    req: &AttachRequest,
+    att: &Attachment,
+    lease: &crate::ipam::Lease,
+) -> Result<(), StepError> {
     let bridge_index = ensure_bridge(store, host, req, lease.gateway)?;
     write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
     if !req.publish.is_empty() {
@@ -769,8 +788,7 @@ fn setup(
         table: TABLE_MAIN,
         ..Route::default()
     })?;
-    att.complete = true;
-    store.write(&path, att)
+    Ok(())
 }
 
 /// Makes sure the bridge exists, is up and holds the gateway address; records what cella
@@ -837,34 +855,16 @@ fn teardown(
     att: &Attachment,
 ) -> Result<(), TeardownErrors> {
     let mut errs: Vec<StepError> = Vec::new();
-    if let Some(ip) = att.ip {
-        let rules = rules_of(att, ip);
-        let all = rules.delete(None);
-        let fast = if all.is_empty() {
-            true
-        } else if att.complete {
-            nft::apply(all, &format!("delete rules of {:?}", att.id)).is_ok()
-        } else {
-            false
-        };
-        if !fast {
-            // After a crash, or when someone changed the tables: delete only what is there
-            // and still ours.
-            let r = (|| -> Result<(), NftError> {
-                let nat = nft::list_table("ip")?.unwrap_or_default();
-                let br = nft::list_table("bridge")?.unwrap_or_default();
-                let cmds = rules.delete(Some((&nat, &br)));
-                if cmds.is_empty() {
-                    Ok(())
-                } else {
-                    nft::apply(cmds, &format!("delete rules of {:?}", att.id))
-                }
-            })();
-            if let Err(e) = r {
-                errs.push(e.into());
-            }
-        }
-    }
+    let rules = att.ip.map(|ip| rules_of(att, ip));
+    let all = rules.as_ref().map(|r| r.delete(None)).unwrap_or_default();
+    let op = format!("delete rules of {:?}", att.id);
+    // A completed attachment's elements are all there: delete them in an nft process that
+    // runs while the veth is deleted (each waits on the kernel).
+    let pending = if att.complete && !all.is_empty() {
+        nft::spawn(all.clone(), &op).ok()
+    } else {
+        None
+    };
     match host.link(&att.host_veth) {
         Ok(Some(l)) => {
             if let Err(e) = host.del_link(l.index, &l.name) {
@@ -873,6 +873,27 @@ fn teardown(
         }
         Ok(None) => {}
         Err(e) => errs.push(e.into()),
+    }
+    let nft_done = match pending {
+        Some(p) => p.wait().is_ok(),
+        None => all.is_empty(),
+    };
+    if let (false, Some(rules)) = (nft_done, &rules) {
+        // After a crash, or when someone changed the tables: delete only what is there
+        // and still ours.
+        let r = (|| -> Result<(), NftError> {
+            let nat = nft::list_table("ip")?.unwrap_or_default();
+            let br = nft::list_table("bridge")?.unwrap_or_default();
+            let cmds = rules.delete(Some((&nat, &br)));
+            if cmds.is_empty() {
+                Ok(())
+            } else {
+                nft::apply(cmds, &op)
+            }
+        })();
+        if let Err(e) = r {
+            errs.push(e.into());
+        }
     }
     if let Err(e) = ipam.release(att.subnet, &att.id) {
         errs.push(e.into());

@@ -20,7 +20,7 @@
 use serde_json::{Value, json};
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 /// The table name cella owns in the `ip` and `bridge` families.
 pub const TABLE: &str = "cella";
@@ -90,40 +90,78 @@ impl Proto {
 
 /// Applies `commands` (nft JSON commands such as `{"add": {...}}`) as one transaction.
 pub fn apply(commands: Vec<Value>, op: &str) -> Result<(), NftError> {
+    spawn(commands, op)?.wait()
+}
+
+/// Starts applying `commands` as one transaction in an nft process and returns at once,
+/// so the caller can do netlink work (which waits on the kernel too) meanwhile.
+pub fn spawn(commands: Vec<Value>, op: &str) -> Result<Pending, NftError> {
     let batch = json!({ "nftables": commands }).to_string();
+    let spawn_err = |source| NftError::Spawn {
+        op: op.into(),
+        source,
+    };
     let mut child = Command::new("nft")
         .args(["-j", "-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|source| NftError::Spawn {
-            op: op.into(),
-            source,
-        })?;
+        .map_err(spawn_err)?;
+    // nft reads all of its input before it answers, so this never waits on nft's output.
     let write = child
         .stdin
         .take()
         .map(|mut s| s.write_all(batch.as_bytes()));
-    let out = child.wait_with_output().map_err(|source| NftError::Spawn {
+    Ok(Pending {
+        child: Some(child),
         op: op.into(),
-        source,
-    })?;
-    if let Some(Err(source)) = write {
-        return Err(NftError::Spawn {
-            op: op.into(),
+        write: write.and_then(Result::err),
+    })
+}
+
+/// An nft transaction still running; [`Pending::wait`] gives its outcome. Dropping it
+/// waits for the process too, so no nft outlives the operation that started it.
+#[must_use = "the outcome of the transaction is only known after wait()"]
+#[derive(Debug)]
+pub struct Pending {
+    child: Option<Child>,
+    op: String,
+    write: Option<io::Error>,
+}
+
+impl Pending {
+    /// Waits for nft and reports whether the transaction was applied.
+    pub fn wait(mut self) -> Result<(), NftError> {
+        let Some(child) = self.child.take() else {
+            return Ok(());
+        };
+        let op = std::mem::take(&mut self.op);
+        let out = child.wait_with_output().map_err(|source| NftError::Spawn {
+            op: op.clone(),
             source,
-        });
+        })?;
+        if !out.status.success() {
+            return Err(NftError::Rejected {
+                op,
+                stderr: String::from_utf8_lossy(&out.stderr)
+                    .trim()
+                    .replace('\n', " "),
+            });
+        }
+        if let Some(source) = self.write.take() {
+            return Err(NftError::Spawn { op, source });
+        }
+        Ok(())
     }
-    if !out.status.success() {
-        return Err(NftError::Rejected {
-            op: op.into(),
-            stderr: String::from_utf8_lossy(&out.stderr)
-                .trim()
-                .replace('\n', " "),
-        });
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
     }
-    Ok(())
 }
 
 /// Lists table `family cella` as nft's JSON objects; `None` when the table does not exist.
