@@ -90,6 +90,7 @@ stats() { # median and mean of column $1 (microseconds) -> ms
   awk -v c="$1" '{print $c}' | sort -n | awk '{a[NR]=$1; s+=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.2f %.2f\n", m/1000, s/NR/1000}'
 }
 
+if [ -z "${SKIP_SINGLE:-}" ]; then
 run cella >"$TMP/cella.txt"
 run cni >"$TMP/cni.txt"
 
@@ -107,9 +108,11 @@ echo "| teardown | $ct_med | $ct_mean | $nt_med | $nt_mean | $(ratio "$ct_med" "
 tot_c=$(awk -v a="$cs_med" -v b="$ct_med" 'BEGIN{print a+b}')
 tot_n=$(awk -v a="$ns_med" -v b="$nt_med" 'BEGIN{print a+b}')
 echo "| total    | $tot_c | | $tot_n | | $(ratio "$tot_c" "$tot_n") |"
+fi
 
 # ---- scaling: N containers on one bridge ----
 SCALE=${SCALE:-"1 50 250"}
+TOOLS=${TOOLS:-"cella cni"}
 scale() { # scale TOOL N -> "setup_ms teardown_ms"
   local tool=$1 n=$2 i t0 t1 t2
   for i in $(seq 1 "$n"); do ip netns add "cbench-s$i-$tool-$$"; done
@@ -127,8 +130,9 @@ echo
 echo "| N | cella setup | cella teardown | CNI setup | CNI teardown | setup cella/CNI |"
 echo "|--:|------------:|---------------:|----------:|-------------:|----------------:|"
 for n in $SCALE; do
-  read -r c_up c_down < <(scale cella "$n")
-  read -r n_up n_down < <(scale cni "$n")
+  c_up=0 c_down=0 n_up=0 n_down=0
+  [[ " $TOOLS " == *" cella "* ]] && read -r c_up c_down < <(scale cella "$n")
+  [[ " $TOOLS " == *" cni "* ]] && read -r n_up n_down < <(scale cni "$n")
   per() { awk -v t="$1" -v n="$n" 'BEGIN {printf "%.0f (%.1f)", t, t/n}'; }
-  echo "| $n | $(per "$c_up") | $(per "$c_down") | $(per "$n_up") | $(per "$n_down") | $(ratio "$c_up" "$n_up") |"
+  echo "| $n | $(per "$c_up") | $(per "$c_down") | $(per "$n_up") | $(per "$n_down") | $( [ "$n_up" != 0 ] && ratio "$c_up" "$n_up") |"
 done

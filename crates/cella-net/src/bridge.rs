@@ -12,6 +12,8 @@
 //! .lock                       flock(2) serialising attach and detach
 //! attachments/ID.json         one per attached container
 //! bridges/NAME.json           a bridge (or its gateway address) that cella made
+//! ports/PROTO-PORT            which attachment forwards a host port (holds its id)
+//! links/ID.json               a point-to-point link (see `p2p`)
 //! ```
 
 use crate::cidr::IpNet;
@@ -409,7 +411,7 @@ pub(crate) struct StoreLock(#[allow(dead_code)] File);
 
 impl Store {
     pub(crate) fn lock(&self) -> Result<StoreLock, StepError> {
-        for d in ["attachments", "bridges", "links"] {
+        for d in ["attachments", "bridges", "links", "ports"] {
             let p = self.dir.join(d);
             fs::create_dir_all(&p).map_err(io_step("create directory", &p))?;
         }
@@ -426,6 +428,14 @@ impl Store {
 
     fn att_path(&self, id: &str) -> PathBuf {
         self.dir.join("attachments").join(format!("{id}.json"))
+    }
+
+    /// The index file saying which attachment forwards host port `port`/`proto`, so that
+    /// checking a port costs one lookup however many attachments there are.
+    fn port_path(&self, proto: Proto, port: u16) -> PathBuf {
+        self.dir
+            .join("ports")
+            .join(format!("{}-{port}", proto.name()))
     }
 
     fn br_path(&self, name: &str) -> PathBuf {
@@ -553,19 +563,11 @@ fn validate(
         }
     }
     for p in &req.publish {
-        let taken = |a: &Attachment| {
-            a.publish
-                .iter()
-                .any(|q| q.host_port == p.host_port && q.proto == p.proto)
-        };
-        if let Some(o) = store
-            .find(taken)
-            .map_err(|e| InvalidRequest::Store(Box::new(e)))?
-        {
+        if let Ok(owner) = fs::read_to_string(store.port_path(p.proto, p.host_port)) {
             return Err(InvalidRequest::PortTaken {
                 port: p.host_port,
                 proto: p.proto.name(),
-                owner: o.id.clone(),
+                owner,
             });
         }
     }
@@ -684,6 +686,15 @@ fn setup(
     att: &mut Attachment,
 ) -> Result<(), StepError> {
     let path = store.att_path(&att.id);
+    for p in &req.publish {
+        let pp = store.port_path(p.proto, p.host_port);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&pp)
+            .map_err(io_step("claim port", &pp))?;
+        io::Write::write_all(&mut f, att.id.as_bytes()).map_err(io_step("write", &pp))?;
+    }
     let lease = ipam.allocate(req.subnet, &req.bridge, &att.id)?;
     att.ip = Some(lease.ip);
     att.mac = Some(lease.mac.clone());
@@ -897,6 +908,14 @@ fn teardown(
     }
     if let Err(e) = ipam.release(att.subnet, &att.id) {
         errs.push(e.into());
+    }
+    for p in &att.publish {
+        let pp = store.port_path(p.proto, p.host_port);
+        if fs::read_to_string(&pp).is_ok_and(|owner| owner == att.id)
+            && let Err(e) = store.remove(&pp)
+        {
+            errs.push(e);
+        }
     }
     if errs.is_empty() {
         if let Err(e) = store.remove(&store.att_path(&att.id)) {
