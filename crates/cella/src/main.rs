@@ -72,6 +72,9 @@ pub enum Command {
     /// Namespace tools: list, enter, unshare, create and remove namespaces.
     #[command(subcommand)]
     Ns(commands::ns::NsCommand),
+    /// Container networking: named netns, links, addresses, routes, rules, bridge networks.
+    #[command(subcommand)]
+    Net(commands::net::NetCommand),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Command::Features => commands::features::run(),
         Command::Spec(a) => commands::spec::run(a),
         Command::Ns(c) => commands::ns::run(c, &cli),
+        Command::Net(c) => commands::net::run(c, &cli),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -5,6 +5,7 @@ pub mod delete;
 pub mod features;
 pub mod kill;
 pub mod list;
+pub mod net;
 pub mod ns;
 pub mod ps;
 pub mod spec;
