@@ -537,7 +537,8 @@ fn bad_input_is_named_and_leaves_nothing() {
     let c = Cella::new();
     let bundle_dir = |b: &Bundle| b.dir.to_str().unwrap().to_owned();
     let try_create = |b: &Bundle, id: &str| c.output(["create", "--bundle", &bundle_dir(b), id]);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Bundle)>, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut Bundle)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "malformed",
             Box::new(|b: &mut Bundle| {
@@ -883,9 +884,9 @@ fn features_and_spec() {
 fn mount_of<'a>(mountinfo: &'a str, target: &str) -> Option<Vec<&'a str>> {
     mountinfo
         .lines()
+        .rev()
         .map(|l| l.split(' ').collect::<Vec<_>>())
-        .filter(|f| f.len() > 4 && f[4] == target)
-        .last()
+        .find(|f| f.len() > 4 && f[4] == target)
 }
 
 #[test]

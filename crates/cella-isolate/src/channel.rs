@@ -24,6 +24,8 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// One message of the protocol above.
+// Fixed-size on purpose: boxing the failure text would allocate in the child.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Message {
     /// Child: a new user namespace exists; write its id maps.

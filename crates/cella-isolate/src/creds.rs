@@ -72,7 +72,7 @@ pub fn rlimit_from_name(name: &str) -> Option<u32> {
         "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
         _ => return None,
     };
-    Some(r as u32)
+    Some(r)
 }
 
 impl Rlimit {
@@ -140,10 +140,7 @@ mod tests {
 
     #[test]
     fn rlimit_names() {
-        assert_eq!(
-            rlimit_from_name("RLIMIT_NOFILE"),
-            Some(libc::RLIMIT_NOFILE as u32)
-        );
+        assert_eq!(rlimit_from_name("RLIMIT_NOFILE"), Some(libc::RLIMIT_NOFILE));
         assert_eq!(rlimit_from_name("RLIMIT_NOPE"), None);
     }
 }

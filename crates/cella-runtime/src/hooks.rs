@@ -28,11 +28,8 @@ pub enum HookError {
 /// Runs `hook` with `state` on stdin; stdout and stderr are the runtime's.
 pub fn run(hook: &Hook, state: &[u8]) -> Result<(), HookError> {
     let mut cmd = Command::new(hook.path());
-    match hook.args().as_deref() {
-        Some([argv0, rest @ ..]) => {
-            cmd.arg0(argv0).args(rest);
-        }
-        _ => {}
+    if let Some([argv0, rest @ ..]) = hook.args().as_deref() {
+        cmd.arg0(argv0).args(rest);
     }
     cmd.env_clear();
     for kv in hook.env().iter().flatten() {
