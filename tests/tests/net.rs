@@ -1104,3 +1104,68 @@ fn connect_puts_a_point_to_point_link_between_two_namespaces() {
         show(&out)
     );
 }
+
+#[test]
+fn a_failure_mid_attach_is_rolled_back() {
+    if !ready() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let a = lab.netns("cnr");
+    let b = lab.netns("cnr");
+    let out = lab.attach(&[
+        "--netns",
+        &a,
+        "--bridge",
+        "br0",
+        "--subnet",
+        "10.88.0.0/24",
+        "--masquerade",
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    // Someone else forwards port 8443 behind cella's back: validation cannot know, so the
+    // nft transaction is what fails, after the links were made.
+    let nft = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.host,
+            "nft",
+            "add",
+            "element",
+            "ip",
+            "cella",
+            "tcp_addr",
+            "{ 8443 : 10.1.2.3 }",
+        ])
+        .output()
+        .unwrap();
+    assert!(nft.status.success(), "{}", show(&nft));
+    let before = lab.snapshot(&[&a, &b]);
+    let out = lab.attach(&[
+        "--netns",
+        &b,
+        "--bridge",
+        "br0",
+        "--subnet",
+        "10.88.0.0/24",
+        "--publish",
+        "8443:443",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("File exists") && !err.contains("cleanup"),
+        "{err}"
+    );
+    assert_eq!(
+        lab.snapshot(&[&a, &b]),
+        before,
+        "the failed attach left something"
+    );
+    // The other container's network is untouched.
+    let s = serve_once(&lab.host.clone(), "10.88.0.1:9000");
+    assert_eq!(connect(&a, "10.88.0.1:9000", T).unwrap(), "hello");
+    assert!(s.join().unwrap().is_some());
+    assert!(lab.detach(&a).status.success());
+}

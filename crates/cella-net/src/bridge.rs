@@ -727,8 +727,19 @@ fn setup(
         }
         Some(Err(e)) => Err(e),
     };
-    linked?;
+    let mut inside = linked?;
     nft_done?;
+    // The last kernel step, after everything that can be refused: an attach that fails
+    // before it leaves the container's loopback as it was.
+    let lo = inside.index("lo")?;
+    inside.set_link(
+        lo,
+        "lo",
+        &LinkChange {
+            up: Some(true),
+            ..LinkChange::default()
+        },
+    )?;
     att.complete = true;
     store.write(&path, att)
 }
@@ -741,7 +752,7 @@ fn make_links(
     req: &AttachRequest,
     att: &Attachment,
     lease: &crate::ipam::Lease,
-) -> Result<(), StepError> {
+) -> Result<Netlink, StepError> {
     let bridge_index = ensure_bridge(store, host, req, lease.gateway)?;
     write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
     if !req.publish.is_empty() {
@@ -770,15 +781,6 @@ fn make_links(
     }
 
     let mut inside = Netlink::open_in(netns)?;
-    let lo = inside.index("lo")?;
-    inside.set_link(
-        lo,
-        "lo",
-        &LinkChange {
-            up: Some(true),
-            ..LinkChange::default()
-        },
-    )?;
     let eth = inside.index(&req.ifname)?;
     let addr = IpNet {
         addr: IpAddr::V4(lease.ip),
@@ -799,7 +801,7 @@ fn make_links(
         table: TABLE_MAIN,
         ..Route::default()
     })?;
-    Ok(())
+    Ok(inside)
 }
 
 /// Makes sure the bridge exists, is up and holds the gateway address; records what cella
