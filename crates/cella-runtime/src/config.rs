@@ -628,11 +628,17 @@ mod tests {
         // Cut inside a value: the path names the value.
         std::fs::write(dir.join("config.json"), "{\"ociVersion\": ").unwrap();
         let e = load(&dir).unwrap_err().to_string();
-        assert!(e.starts_with("config.json: ociVersion: EOF while parsing"), "{e}");
+        assert!(
+            e.starts_with("config.json: ociVersion: EOF while parsing"),
+            "{e}"
+        );
         // Cut between values: the document as a whole.
         std::fs::write(dir.join("config.json"), "{\"ociVersion\": \"1.0.0\",").unwrap();
         let e = load(&dir).unwrap_err().to_string();
-        assert!(e.starts_with("config.json: (document): EOF while parsing"), "{e}");
+        assert!(
+            e.starts_with("config.json: (document): EOF while parsing"),
+            "{e}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
