@@ -726,6 +726,23 @@ fn unshare_persist_survives_its_creator() {
         "{}",
         show(&out)
     );
+    // A mount namespace on a shared mount is refused, and nothing is left behind.
+    let script = format!(
+        "mount -t tmpfs cella-persist /mnt && mount --make-shared /mnt && a=$(grep -c nsfs /proc/self/mountinfo); \
+         {} ns unshare -u -m --persist /mnt -- true; echo rc=$?; ls /mnt; \
+         [ \"$a\" = \"$(grep -c nsfs /proc/self/mountinfo)\" ] && echo no-mount-left",
+        cella_bin().display()
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "rc=1\nno-mount-left\n", "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("make the directory a private mount"),
+        "{}",
+        show(&out)
+    );
     let single = dir.0.join("single");
     unshare_ok(&["--ipc", "--persist", single.to_str().unwrap(), "--", "true"]);
     let ino = std::fs::metadata(&single).unwrap().ino();

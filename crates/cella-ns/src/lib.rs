@@ -1,7 +1,7 @@
 //! Namespace tools: list, enter, unshare, and name Linux namespaces.
 //!
 //! Each verb of `cella ns` has a module here; the binary only parses arguments and prints.
-//! The kernel calls live in [`sys`], the only module with `unsafe`.
+//! The kernel calls live in the private `sys` module, the only one with `unsafe`.
 
 pub mod container;
 pub mod enter;

@@ -309,8 +309,12 @@ fn helper_main(
             Err(e) => reporter.fail(*step, &e),
         }
     }
-    for (_, src, dst, _) in persist {
+    for (i, (_, src, dst, _)) in persist.iter().enumerate() {
         if let Err(e) = sys::mount(src, dst, None, libc::MS_BIND) {
+            // All or nothing: undo the bind mounts made so far, here where they live.
+            for (_, _, done, _) in &persist[..i] {
+                let _ = sys::umount_detach(done);
+            }
             reporter.fail(ChildStep::BindNamespace, &e);
         }
     }
@@ -461,6 +465,14 @@ fn step_error(
         ChildStep::NewUidMap => "run newuidmap".into(),
         ChildStep::NewGidMap => "run newgidmap".into(),
         ChildStep::Unshare => "unshare".into(),
+        ChildStep::BindNamespace
+            if opts.types.contains(NsType::Mnt) && source.raw_os_error() == Some(libc::EINVAL) =>
+        {
+            format!(
+                "bind-mount the new namespaces onto `{}` (a mount namespace cannot be bound on a shared mount: make the directory a private mount first, e.g. `mount --bind DIR DIR && mount --make-private DIR`)",
+                show(&opts.persist)
+            )
+        }
         ChildStep::BindNamespace => format!(
             "bind-mount the new namespaces onto `{}`",
             show(&opts.persist)
@@ -599,7 +611,7 @@ pub fn unshare(opts: &UnshareOptions) -> Result<u8, UnshareError> {
     let mut bind_helper = bind_helper;
     if !pid_persisted {
         if let Some(h) = bind_helper.take() {
-            h.release(opts, &plan)?;
+            h.release(opts, &plan).inspect_err(|_| cleanup(&created))?;
         }
     }
 
@@ -653,6 +665,7 @@ pub fn unshare(opts: &UnshareOptions) -> Result<u8, UnshareError> {
                 if let Err(e) = h.release(opts, &plan) {
                     let _ = sys::kill(child, libc::SIGKILL);
                     let _ = sys::wait_exit_code(child);
+                    cleanup(&created);
                     return Err(e);
                 }
             }
