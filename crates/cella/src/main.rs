@@ -13,7 +13,11 @@ use std::process::ExitCode;
 
 /// Global flags, as runc takes them (before the verb).
 #[derive(Parser, Debug)]
-#[command(name = "cella", version, about = "A Linux container runtime and namespace-isolation toolkit")]
+#[command(
+    name = "cella",
+    version,
+    about = "A Linux container runtime and namespace-isolation toolkit"
+)]
 pub struct Cli {
     /// Root directory for container state (default /run/cella, or
     /// $XDG_RUNTIME_DIR/cella when not root).

@@ -23,7 +23,10 @@ pub struct Reporter {
 impl Reporter {
     /// A reporter for the global flags of this invocation.
     pub fn new(cli: &crate::Cli) -> Reporter {
-        Reporter { log: cli.log.clone(), format: cli.log_format }
+        Reporter {
+            log: cli.log.clone(),
+            format: cli.log_format,
+        }
     }
 
     /// Prints an error with its chain of causes, once: `cella: a: b: c`.
@@ -36,7 +39,11 @@ impl Reporter {
     }
 
     fn write_log(&self, path: &PathBuf, level: &str, msg: &str) {
-        let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) else {
+        let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        else {
             return;
         };
         let line = match self.format {
