@@ -320,3 +320,33 @@ pub fn write_script(path: &Path, text: &str) {
     fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .expect("chmod script");
 }
+
+/// Receives one message with one descriptor attached (SCM_RIGHTS) from a connected
+/// UNIX stream, as an engine receives a pty master or a seccomp agent its fd.
+pub fn recv_with_fd(sock: &std::os::unix::net::UnixStream) -> (Vec<u8>, std::os::fd::OwnedFd) {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut buf = vec![0u8; 65536];
+    let mut cmsg = [0u8; 64];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    // SAFETY: msghdr points at live local buffers (iov, cmsg) for the duration of the
+    // call; the kernel writes at most their stated lengths, and the descriptor read
+    // from the control message is owned by nobody else.
+    let (n, fd) = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = iov.as_mut_ptr().cast();
+        msg.msg_iovlen = 1;
+        msg.msg_control = cmsg.as_mut_ptr().cast();
+        msg.msg_controllen = cmsg.len();
+        let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, 0);
+        assert!(n >= 0, "recvmsg: {}", std::io::Error::last_os_error());
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        assert!(
+            !c.is_null() && (*c).cmsg_type == libc::SCM_RIGHTS,
+            "no fd received"
+        );
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const i32);
+        (n as usize, std::os::fd::OwnedFd::from_raw_fd(fd))
+    };
+    buf.truncate(n);
+    (buf, fd)
+}

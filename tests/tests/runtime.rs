@@ -1026,3 +1026,58 @@ fn mount_through_an_escaping_symlink_is_refused() {
     assert_no_state(&c, &id);
     assert_no_mounts_under(&b.dir);
 }
+
+#[test]
+fn terminal_through_the_console_socket() {
+    if !require_root() {
+        return;
+    }
+    let c = Cella::new();
+    let mut b = sh_bundle("tty", "tty; stty size; readlink /proc/self/fd/0; echo done");
+    b.config["process"]["terminal"] = json!(true);
+    b.config["process"]["consoleSize"] = json!({"height": 30, "width": 100});
+    b.save();
+    let sock = b.dir.join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let engine = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        cella_tests::recv_with_fd(&conn)
+    });
+    let id = unique("tty");
+    // Without a socket, a terminal is refused up front.
+    let out = c.output(["create", "--bundle", b.dir.to_str().unwrap(), &id]);
+    assert!(
+        stderr(&out).contains("process.terminal: a terminal needs --console-socket"),
+        "{}",
+        show(&out)
+    );
+    c.ok([
+        "create",
+        "--bundle",
+        b.dir.to_str().unwrap(),
+        "--console-socket",
+        sock.to_str().unwrap(),
+        &id,
+    ]);
+    let (name, master) = engine.join().unwrap();
+    assert_eq!(name, b"/dev/ptmx");
+    c.ok(["start", &id]);
+    // Read the terminal until the slave side closes (EIO).
+    let mut f = fs::File::from(master);
+    let mut text = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match std::io::Read::read(&mut f, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&text).replace('\r', "");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        ["/dev/pts/0", "30 100", "/dev/pts/0", "done"],
+        "{text}"
+    );
+    c.ok(["delete", "--force", &id]);
+}

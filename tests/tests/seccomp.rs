@@ -4,8 +4,6 @@
 
 use cella_tests::{Bundle, Cella, require_root, show, unique};
 use serde_json::{Value, json};
-use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 
 fn bundle(script: &str, seccomp: Value) -> Bundle {
@@ -76,33 +74,6 @@ fn filter_is_checked_before_anything_is_made() {
     );
 }
 
-/// Receives one message with one fd from a connected UNIX stream.
-fn recv_with_fd(sock: &std::os::unix::net::UnixStream) -> (Vec<u8>, OwnedFd) {
-    let mut buf = vec![0u8; 65536];
-    let mut cmsg = [0u8; 64];
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    // SAFETY: msghdr points at live local buffers (iov, cmsg) for the duration of the
-    // call; the kernel writes at most their stated lengths.
-    let (n, fd) = unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = iov.as_mut_ptr().cast();
-        msg.msg_iovlen = 1;
-        msg.msg_control = cmsg.as_mut_ptr().cast();
-        msg.msg_controllen = cmsg.len();
-        let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, 0);
-        assert!(n >= 0, "recvmsg: {}", std::io::Error::last_os_error());
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        assert!(
-            !c.is_null() && (*c).cmsg_type == libc::SCM_RIGHTS,
-            "no fd received"
-        );
-        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const i32);
-        (n as usize, OwnedFd::from_raw_fd(fd))
-    };
-    buf.truncate(n);
-    (buf, fd)
-}
-
 #[test]
 fn notify_hands_the_listener_fd_and_state_to_the_agent() {
     if !require_root() {
@@ -125,7 +96,7 @@ fn notify_hands_the_listener_fd_and_state_to_the_agent() {
     let id = unique("sc");
     let agent = std::thread::spawn(move || {
         let (conn, _) = listener.accept().unwrap();
-        let (msg, fd) = recv_with_fd(&conn);
+        let (msg, fd) = cella_tests::recv_with_fd(&conn);
         // Dropping the listener fd: the notified syscall fails (ENOSYS) instead of
         // hanging, so the container finishes.
         drop(fd);

@@ -345,3 +345,63 @@ impl AsFdRef for OwnedFd {
         std::os::fd::AsFd::as_fd(self)
     }
 }
+
+/// Sends `payload` with one descriptor attached (SCM_RIGHTS) over a connected UNIX
+/// socket.
+pub fn send_fd(sock: BorrowedFd<'_>, payload: &[u8], fd: BorrowedFd<'_>) -> io::Result<()> {
+    let space = libc_cmsg_space(std::mem::size_of::<libc::c_int>());
+    let mut cmsg = [0u8; 64];
+    debug_assert!(space <= cmsg.len());
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr() as *mut libc::c_void,
+        iov_len: payload.len(),
+    };
+    // SAFETY: msg points at live locals (iov, cmsg) for the duration of sendmsg; the
+    // control buffer is large enough for one int (checked above) and CMSG_* stay
+    // within it.
+    let n = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cmsg.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut libc::c_int, fd.as_raw_fd());
+        libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn libc_cmsg_space(len: usize) -> usize {
+    // SAFETY: CMSG_SPACE is a pure computation on its argument.
+    unsafe { libc::CMSG_SPACE(len as u32) as usize }
+}
+
+/// ioctl(2) with an integer argument.
+pub fn ioctl_int(fd: BorrowedFd<'_>, req: libc::c_ulong, arg: libc::c_int) -> io::Result<()> {
+    // SAFETY: the requests used with this wrapper take an integer argument.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), req, arg) }).map(drop)
+}
+
+/// ioctl(2) with a pointer to an int the kernel reads or writes.
+pub fn ioctl_int_ptr(
+    fd: BorrowedFd<'_>,
+    req: libc::c_ulong,
+    arg: &mut libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `arg` is a live int for the duration of the call; the requests used take
+    // a pointer to one int.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), req, arg as *mut libc::c_int) }).map(drop)
+}
+
+/// dup2(2).
+pub fn dup2(from: BorrowedFd<'_>, to: RawFd) -> io::Result<()> {
+    // SAFETY: integer arguments; `to` is a stdio slot the caller means to replace.
+    check(unsafe { libc::dup2(from.as_raw_fd(), to) }).map(drop)
+}

@@ -105,6 +105,8 @@ pub struct ProcessPlan {
     pub selinux_label: Option<CString>,
     /// Allocate a pty.
     pub terminal: bool,
+    /// Its size (rows, columns), `process.consoleSize`.
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// Default PATH when the config's environment has none.
@@ -580,6 +582,12 @@ pub fn process_plan(
         apparmor,
         selinux_label,
         terminal: p.terminal().unwrap_or(false),
+        console_size: p.console_size().as_ref().map(|b| {
+            (
+                b.height().min(u16::MAX as u64) as u16,
+                b.width().min(u16::MAX as u64) as u16,
+            )
+        }),
     })
 }
 

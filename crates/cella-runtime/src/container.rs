@@ -438,6 +438,17 @@ fn spawn(
     let fast = init::fast_path(plan);
     let bundle = st.bundle.to_string_lossy().into_owned();
     let lock_fd = locked.lock_fd();
+    // Connect to the engine's console socket here, so a bad path is named by create.
+    let console_socket: Option<OwnedFd> = match (&opts.console_socket, plan.process.terminal) {
+        (Some(path), true) => Some(
+            std::os::unix::net::UnixStream::connect(path)
+                .map_err(Error::io("connect to console socket", path))?
+                .into(),
+        ),
+        _ => None,
+    };
+    let rootfs_c =
+        CString::new(st.rootfs.as_os_str().as_encoded_bytes()).expect("paths have no NUL");
     let cx = InitContext {
         channel: &child,
         fifo: &fifo,
@@ -447,6 +458,7 @@ fn spawn(
         preserve_fds: opts.preserve_fds,
         fast,
         new_keyring: !opts.no_new_keyring,
+        console: console_socket.as_ref().map(|s| (s, rootfs_c.as_c_str())),
     };
     let flags = if fast { plan.new_ns as u64 } else { 0 };
     // On cgroup v2, spawn straight into the cgroup: no migration, no global rwsem.
@@ -476,6 +488,7 @@ fn spawn(
     };
     drop(child);
     drop(fifo);
+    drop(console_socket);
     let mut init_pid = if fast { Some(first) } else { None };
     let record = |st: &mut ContainerState, pid: i32| -> Result<()> {
         st.pid = pid;

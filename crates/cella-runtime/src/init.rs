@@ -38,6 +38,8 @@ pub struct InitContext<'a> {
     pub fast: bool,
     /// Join a new session keyring named after the container (runc's default).
     pub new_keyring: bool,
+    /// With `process.terminal`: the connected console socket and the rootfs path.
+    pub console: Option<(&'a OwnedFd, &'a CStr)>,
 }
 
 /// A failed step: errno plus a fixed-size description.
@@ -190,6 +192,25 @@ fn init_main(plan: &InitPlan, cx: &InitContext<'_>) -> Step<std::convert::Infall
         )?;
     }
 
+    // The terminal: made in the container's devpts while its path is still reachable.
+    let console_slave = match cx.console {
+        Some((socket, rootfs)) => {
+            let pty = cella_isolate::console::open_pty(rootfs, plan.process.console_size).map_err(
+                fail(
+                    "open a pty in",
+                    b"/dev/pts of the container (terminal needs a devpts mount)",
+                ),
+            )?;
+            cella_isolate::console::send_master(socket, &pty.master)
+                .map_err(fail("send the pty master to", b"--console-socket"))?;
+            plan.rootfs
+                .mount_console(&pty.slave_path)
+                .map_err(|e| fail_msg(&e, None))?;
+            Some(pty.slave)
+        }
+        None => None,
+    };
+
     // The seccomp agent's socket is a host path: connect before pivot_root.
     let listener = match &plan.seccomp {
         Some(s) if s.program.needs_notify() => {
@@ -243,6 +264,11 @@ fn init_main(plan: &InitPlan, cx: &InitContext<'_>) -> Step<std::convert::Infall
         if run_hooks("startContainer", &plan.start_container_hooks, &state).is_err() {
             sys::exit_now(1);
         }
+    }
+    if let Some(slave) = &console_slave
+        && cella_isolate::console::become_console(slave).is_err()
+    {
+        sys::exit_now(1);
     }
     reset_signals();
     let _ = sys::cloexec_from(3 + cx.preserve_fds);
