@@ -1081,3 +1081,40 @@ fn terminal_through_the_console_socket() {
     );
     c.ok(["delete", "--force", &id]);
 }
+
+#[test]
+fn debug_prints_the_plan_and_log_gets_json_errors() {
+    if !require_root() {
+        return;
+    }
+    let c = Cella::new();
+    let b = sh_bundle("debug", "true");
+    let id = unique("dbg");
+    let out = c.output(["--debug", "run", "--bundle", b.dir.to_str().unwrap(), &id]);
+    assert!(out.status.success(), "{}", show(&out));
+    let err = stderr(&out);
+    for want in [
+        "cella: debug: state dir",
+        "clone init (one clone3) with new namespaces: mnt uts ipc net cgroup pid",
+        "destination: \"/proc\"",
+        "exec [\"sh\", \"-c\", \"true\"]",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in {err}");
+    }
+    // --log --log-format json: the error as engines read it.
+    let log = b.dir.join("log.json");
+    let out = c.output([
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "state",
+        "nope",
+    ]);
+    assert!(!out.status.success());
+    let line: Value =
+        serde_json::from_str(fs::read_to_string(&log).unwrap().lines().last().unwrap()).unwrap();
+    assert_eq!(line["level"], "error");
+    assert_eq!(line["msg"], "container \"nope\" does not exist");
+    assert!(line["time"].as_str().unwrap().ends_with('Z'));
+}

@@ -66,6 +66,95 @@ impl Runtime {
         self.store.root()
     }
 
+    /// The steps `create` would take for this bundle, one line each, without doing any
+    /// of them (for `--debug`): the validated plan.
+    pub fn explain(&self, id: &str, opts: &CreateOptions) -> Result<Vec<String>> {
+        let bundle =
+            std::fs::canonicalize(&opts.bundle).map_err(Error::io("open bundle", &opts.bundle))?;
+        let spec = config::load(&bundle)?;
+        let plan = config::plan(&spec, &bundle, opts.no_pivot)?;
+        let linux = spec.linux().as_ref().expect("plan checked linux");
+        let cgroups_path = linux
+            .cgroups_path()
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned());
+        let cgroup = cella_cgroups::Cgroup::new(cgroups_path.as_deref(), id, self.systemd_cgroup)?;
+        let new: Vec<&str> = NsKind::ALL
+            .iter()
+            .filter(|k| plan.new_ns & k.flag() != 0)
+            .map(|k| k.proc_name())
+            .collect();
+        let mut steps = vec![
+            format!("state dir {}", self.store.root().join(id).display()),
+            format!(
+                "cgroup {:?} in {}",
+                cgroup.layout,
+                cgroup
+                    .dirs()
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            format!(
+                "clone init ({}) with new namespaces: {}",
+                if init::fast_path(&plan) {
+                    "one clone3"
+                } else {
+                    "join, then fork"
+                },
+                new.join(" ")
+            ),
+        ];
+        for j in &plan.joins {
+            steps.push(format!(
+                "join {} namespace {}",
+                j.kind.proc_name(),
+                j.path.display()
+            ));
+        }
+        if !plan.uid_maps.is_empty() {
+            steps.push(format!(
+                "uid_map {:?}, gid_map {:?}",
+                plan.uid_maps, plan.gid_maps
+            ));
+        }
+        if !plan.time_offsets.is_empty() {
+            steps.push(format!(
+                "timens_offsets {}",
+                plan.time_offsets.text().trim().replace('\n', ", ")
+            ));
+        }
+        steps.push(format!("rootfs {:#?}", plan.rootfs));
+        for (path, value) in &plan.sysctls {
+            steps.push(format!(
+                "sysctl {} = {}",
+                path.to_string_lossy(),
+                String::from_utf8_lossy(value)
+            ));
+        }
+        if let Some(s) = &plan.seccomp {
+            steps.push(format!(
+                "seccomp filter of {} instructions, notify: {}",
+                s.program.len(),
+                s.program.needs_notify()
+            ));
+        }
+        let p = &plan.process;
+        steps.push(format!(
+            "exec {:?} as {}:{} (groups {:?}) in {} with capabilities {:#x}, no_new_privs {}",
+            p.args,
+            p.user.uid,
+            p.user.gid,
+            p.user.additional_gids,
+            p.cwd.to_string_lossy(),
+            p.caps.effective,
+            p.no_new_privs
+        ));
+        steps.extend(plan.warnings.iter().map(|w| format!("warning: {w}")));
+        Ok(steps)
+    }
+
     /// Creates container `id` from a bundle; init waits for `start`.
     pub fn create(&self, id: &str, opts: &CreateOptions) -> Result<Warnings> {
         self.create_inner(id, opts).map(|(_, w)| w)

@@ -81,9 +81,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let reporter = report::Reporter::new(&cli);
     let result = match &cli.command {
-        Command::Create(a) => commands::create::run(a, &cli),
+        Command::Create(a) => commands::create::run(a, &cli, &reporter),
         Command::Start(a) => commands::start::run(a, &cli),
-        Command::Run(a) => commands::create::run_run(a, &cli),
+        Command::Run(a) => commands::create::run_run(a, &cli, &reporter),
         Command::State(a) => commands::state::run(a, &cli),
         Command::Kill(a) => commands::kill::run(a, &cli),
         Command::Delete(a) => commands::delete::run(a, &cli),

@@ -29,6 +29,14 @@ impl Reporter {
         }
     }
 
+    /// Prints a debug line (`--debug`), to the log too when there is one.
+    pub fn debug(&self, msg: &str) {
+        eprintln!("cella: debug: {msg}");
+        if let Some(path) = &self.log {
+            self.write_log(path, "debug", msg);
+        }
+    }
+
     /// Prints an error with its chain of causes, once: `cella: a: b: c`.
     pub fn error(&self, e: &dyn Error) {
         let msg = chain(e);

@@ -2,6 +2,7 @@
 
 use super::{CmdResult, runtime, warn_all};
 use crate::Cli;
+use crate::report::Reporter;
 use cella_runtime::CreateOptions;
 use std::path::PathBuf;
 
@@ -55,9 +56,20 @@ pub fn protect_binary() -> Result<(), cella_isolate::exe::ExeError> {
     Ok(())
 }
 
+/// With `--debug`, prints the validated plan before acting on it.
+fn explain(args: &CreateArgs, cli: &Cli, reporter: &Reporter) -> Result<(), cella_runtime::Error> {
+    if cli.debug {
+        for step in runtime(cli).explain(&args.id, &args.options())? {
+            reporter.debug(&step);
+        }
+    }
+    Ok(())
+}
+
 /// Runs `cella create`.
-pub fn run(args: &CreateArgs, cli: &Cli) -> CmdResult {
+pub fn run(args: &CreateArgs, cli: &Cli, reporter: &Reporter) -> CmdResult {
     protect_binary()?;
+    explain(args, cli, reporter)?;
     let warnings = runtime(cli).create(&args.id, &args.options())?;
     warn_all(&warnings);
     Ok(0)
@@ -77,8 +89,9 @@ pub struct RunArgs {
 }
 
 /// Runs `cella run`; exits with the container's status.
-pub fn run_run(args: &RunArgs, cli: &Cli) -> CmdResult {
+pub fn run_run(args: &RunArgs, cli: &Cli, reporter: &Reporter) -> CmdResult {
     protect_binary()?;
+    explain(&args.create, cli, reporter)?;
     let (code, warnings) =
         runtime(cli).run(&args.create.id, &args.create.options(), args.detach)?;
     warn_all(&warnings);
