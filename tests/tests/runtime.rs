@@ -616,6 +616,25 @@ fn bad_input_is_named_and_leaves_nothing() {
         assert_no_state(&c, &id);
         assert_no_mounts_under(&b.dir);
     }
+    // --systemd-cgroup where systemd does not run: a clear error, nothing made.
+    if !Path::new("/run/systemd/system").exists() {
+        let b = sh_bundle("systemd", "true");
+        let id = unique("sd");
+        let out = c.output([
+            "--systemd-cgroup",
+            "create",
+            "--bundle",
+            &bundle_dir(&b),
+            &id,
+        ]);
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("systemd is not running"),
+            "{}",
+            show(&out)
+        );
+        assert_no_state(&c, &id);
+    }
     // A duplicate id: the first container is untouched.
     let b = sh_bundle("dup", "sleep 100");
     let id = unique("dup");
