@@ -12,13 +12,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Global flags, as runc takes them (before the verb).
-#[derive(Parser, Debug)]
-#[command(
-    name = "cella",
-    version,
-    about = "A Linux container runtime and namespace-isolation toolkit"
-)]
-pub struct Cli {
+#[derive(clap::Args, Debug)]
+pub struct Globals {
     /// Root directory for container state (default /run/cella, or
     /// $XDG_RUNTIME_DIR/cella when not root).
     #[arg(long, value_name = "DIR")]
@@ -41,13 +36,52 @@ pub struct Cli {
     /// Accepted for crun compatibility; `--debug` turns debug output on.
     #[arg(long = "log-level", value_name = "LEVEL", hide = true)]
     pub log_level: Option<String>,
+}
+
+/// What every verb receives: the global flags.
+pub type Cli = Globals;
+
+/// The whole command line.
+#[derive(Parser, Debug)]
+#[command(
+    name = "cella",
+    version,
+    about = "A Linux container runtime and namespace-isolation toolkit"
+)]
+struct FullCli {
+    #[command(flatten)]
+    globals: Globals,
     #[command(subcommand)]
-    pub command: Command,
+    command: Command,
+}
+
+/// The runtime verbs alone. Engines call these for every container: building clap's
+/// tree for `ns` and `net` too would cost every lifecycle command time and memory.
+#[derive(Parser, Debug)]
+#[command(name = "cella", version)]
+struct RuntimeCli {
+    #[command(flatten)]
+    globals: Globals,
+    #[command(subcommand)]
+    command: RuntimeCommand,
 }
 
 /// Every verb cella understands.
 #[derive(Subcommand, Debug)]
-pub enum Command {
+enum Command {
+    #[command(flatten)]
+    Runtime(RuntimeCommand),
+    /// Namespace tools: list, enter, unshare, create and remove namespaces.
+    #[command(subcommand)]
+    Ns(commands::ns::NsCommand),
+    /// Container networking: named netns, links, addresses, routes, rules, bridge networks.
+    #[command(subcommand)]
+    Net(commands::net::NetCommand),
+}
+
+/// The OCI runtime's verbs, runc's command line.
+#[derive(Subcommand, Debug)]
+enum RuntimeCommand {
     /// Create a container from a bundle; its process waits for `start`.
     Create(commands::create::CreateArgs),
     /// Start a created container.
@@ -69,28 +103,60 @@ pub enum Command {
     Features,
     /// Write a default config.json.
     Spec(commands::spec::SpecArgs),
-    /// Namespace tools: list, enter, unshare, create and remove namespaces.
-    #[command(subcommand)]
-    Ns(commands::ns::NsCommand),
-    /// Container networking: named netns, links, addresses, routes, rules, bridge networks.
-    #[command(subcommand)]
-    Net(commands::net::NetCommand),
+}
+
+/// Global flags that take a value, to skip when looking for the verb.
+const VALUE_FLAGS: [&str; 5] = [
+    "--root",
+    "--log",
+    "--log-format",
+    "--rootless",
+    "--log-level",
+];
+
+/// The first word that is not a global flag or its value.
+fn verb(args: &[std::ffi::OsString]) -> Option<&str> {
+    let mut it = args.iter().skip(1).map(|a| a.to_str().unwrap_or(""));
+    while let Some(a) = it.next() {
+        if VALUE_FLAGS.contains(&a) {
+            it.next();
+        } else if !a.starts_with('-') {
+            return Some(a);
+        }
+    }
+    None
+}
+
+/// Parses the command line, building only the runtime's part of it when the verb is
+/// one of the runtime's.
+fn parse() -> (Globals, Command) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if !matches!(verb(&args), None | Some("ns" | "net" | "help"))
+        && let Ok(c) = RuntimeCli::try_parse_from(&args)
+    {
+        return (c.globals, Command::Runtime(c.command));
+    }
+    // Help, errors and the tools: the whole tree, so messages list every verb.
+    let c = FullCli::parse_from(&args);
+    (c.globals, c.command)
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, command) = parse();
     let reporter = report::Reporter::new(&cli);
-    let result = match &cli.command {
-        Command::Create(a) => commands::create::run(a, &cli, &reporter),
-        Command::Start(a) => commands::start::run(a, &cli),
-        Command::Run(a) => commands::create::run_run(a, &cli, &reporter),
-        Command::State(a) => commands::state::run(a, &cli),
-        Command::Kill(a) => commands::kill::run(a, &cli),
-        Command::Delete(a) => commands::delete::run(a, &cli),
-        Command::List(a) => commands::list::run(a, &cli),
-        Command::Ps(a) => commands::ps::run(a, &cli),
-        Command::Features => commands::features::run(),
-        Command::Spec(a) => commands::spec::run(a),
+    let result = match &command {
+        Command::Runtime(r) => match r {
+            RuntimeCommand::Create(a) => commands::create::run(a, &cli, &reporter),
+            RuntimeCommand::Start(a) => commands::start::run(a, &cli),
+            RuntimeCommand::Run(a) => commands::create::run_run(a, &cli, &reporter),
+            RuntimeCommand::State(a) => commands::state::run(a, &cli),
+            RuntimeCommand::Kill(a) => commands::kill::run(a, &cli),
+            RuntimeCommand::Delete(a) => commands::delete::run(a, &cli),
+            RuntimeCommand::List(a) => commands::list::run(a, &cli),
+            RuntimeCommand::Ps(a) => commands::ps::run(a, &cli),
+            RuntimeCommand::Features => commands::features::run(),
+            RuntimeCommand::Spec(a) => commands::spec::run(a),
+        },
         Command::Ns(c) => commands::ns::run(c, &cli),
         Command::Net(c) => commands::net::run(c, &cli),
     };
@@ -100,5 +166,38 @@ fn main() -> ExitCode {
             reporter.error(e.as_ref());
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verb_skips_global_flags() {
+        let v = |a: &[&str]| -> Option<String> {
+            let args: Vec<std::ffi::OsString> = a.iter().map(Into::into).collect();
+            verb(&args).map(str::to_owned)
+        };
+        assert_eq!(
+            v(&["cella", "--root", "/x", "--debug", "create", "id"]).as_deref(),
+            Some("create")
+        );
+        assert_eq!(
+            v(&["cella", "--log-format", "json", "ns", "ls"]).as_deref(),
+            Some("ns")
+        );
+        assert_eq!(
+            v(&["cella", "--root=/x", "state", "a"]).as_deref(),
+            Some("state")
+        );
+        assert_eq!(v(&["cella", "--version"]), None);
+    }
+
+    #[test]
+    fn both_trees_are_valid() {
+        use clap::CommandFactory;
+        FullCli::command().debug_assert();
+        RuntimeCli::command().debug_assert();
     }
 }
