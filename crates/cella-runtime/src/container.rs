@@ -602,7 +602,10 @@ fn spawn(
         let msg = parent.recv().map_err(|e| Error::Sys("read from init", e))?;
         match msg {
             Some(Message::UserNsCreated) => {
-                namespaces::write_id_maps(first, &plan.uid_maps, &plan.gid_maps, false)?;
+                // An unprivileged runtime may only write a gid map once setgroups is
+                // denied in the new namespace.
+                let unprivileged = sys::geteuid() != 0;
+                namespaces::write_id_maps(first, &plan.uid_maps, &plan.gid_maps, unprivileged)?;
                 parent
                     .send(Message::MapsWritten)
                     .map_err(|e| Error::Sys("write to init", e))?;
