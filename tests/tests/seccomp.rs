@@ -113,3 +113,49 @@ fn notify_hands_the_listener_fd_and_state_to_the_agent() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("done"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn log_action_reaches_the_kernel_log() {
+    if !require_root() {
+        return;
+    }
+    let actions =
+        std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_logged").unwrap_or_default();
+    if !cella_tests::skip_unless(
+        actions.split_whitespace().any(|a| a == "log"),
+        "the kernel does not log SECCOMP_RET_LOG",
+    ) {
+        return;
+    }
+    let c = Cella::new();
+    let b = bundle(
+        "exec /bin/busybox sync",
+        json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["sync"], "action": "SCMP_ACT_LOG"}]}),
+    );
+    let id = unique("log");
+    c.ok(["create", "--bundle", b.dir.to_str().unwrap(), &id]);
+    let st: Value = serde_json::from_str(&c.ok(["state", &id])).unwrap();
+    let pid = st["pid"].as_i64().unwrap();
+    c.ok(["start", &id]);
+    // An audit record for this pid: sync (162 on x86_64) allowed with SECCOMP_RET_LOG.
+    let want = format!("pid={pid} ");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let kmsg = std::process::Command::new("dmesg").output().unwrap();
+        let text = String::from_utf8_lossy(&kmsg.stdout);
+        if text.lines().any(|l| {
+            l.contains("type=1326")
+                && l.contains(&want)
+                && l.contains("syscall=162")
+                && l.contains("code=0x7ffc0000")
+        }) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no seccomp LOG record for pid {pid} in dmesg"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    c.ok(["delete", "--force", &id]);
+}
