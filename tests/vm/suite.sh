@@ -106,7 +106,7 @@ HP=""
     HP='"hugepageLimits": [{"pageSize": "2MB", "limit": 4194304}],'
 mkbundle lim 'cat /sys/fs/cgroup/memory.max; cat /proc/self/cgroup; echo ready; sleep 1000 & exec sleep 1000' "{
     \"memory\": {\"limit\": 67108864, \"reservation\": 33554432, \"swap\": 100663296},
-    \"cpu\": {\"shares\": 512, \"quota\": 50000, \"period\": 100000, \"cpus\": \"0\", \"mems\": \"0\"},
+    \"cpu\": {\"shares\": 512, \"quota\": 50000, \"period\": 100000, \"burst\": 10000, \"cpus\": \"0\", \"mems\": \"0\"},
     \"pids\": {\"limit\": 64},
     \"blockIO\": {\"weight\": 500},
     $HP
@@ -129,6 +129,7 @@ check memory.low 33554432 "$(rd $D/memory.low)"
 check memory.high_unified 62914560 "$(rd $D/memory.high)"
 check cpu.weight 59 "$(rd $D/cpu.weight)"
 check cpu.max "50000 100000" "$(rd $D/cpu.max)"
+check cpu.max.burst 10000 "$(rd $D/cpu.max.burst)"
 check cpuset.cpus 0 "$(rd $D/cpuset.cpus)"
 check cpuset.mems 0 "$(rd $D/cpuset.mems)"
 check pids.max 64 "$(rd $D/pids.max)"
@@ -169,9 +170,17 @@ check_true delete_removes_cgroup "$D" test ! -e $D
 check_true delete_removes_state /run/cella/lim test ! -e /run/cella/lim
 
 # --- a fork bomb stops at pids.max --------------------------------------------------
-mkbundle fb 'sh -c \"while :; do sleep 1000 & done\" 2>/dev/null; exec sleep 1000' '{"pids": {"limit": 16}}'
+# The same container checks the "unlimited" conversions: swap -1 and quota -1 are "max".
+mkbundle fb 'sh -c \"while :; do sleep 1000 & done\" 2>/dev/null; exec sleep 1000' '{
+    "pids": {"limit": 16},
+    "memory": {"limit": 67108864, "swap": -1},
+    "cpu": {"quota": -1, "period": 200000, "idle": 1}
+  }'
 $CELLA run --detach --bundle $B/fb fb > /tmp/fb.out 2>&1 || fail pids_forkbomb "run: $(cat /tmp/fb.out)"
 D=$CG/cella/fb
+check memory.swap.max_unlimited max "$(rd $D/memory.swap.max)"
+check cpu.max_unlimited "max 200000" "$(rd $D/cpu.max)"
+check cpu.idle 1 "$(rd $D/cpu.idle)"
 if wait_grep $D/pids.events 'max [1-9]'; then
     cur=$(rd $D/pids.current)
     if [ "$cur" -le 16 ]; then
@@ -226,18 +235,44 @@ mkbundle devallow "$DEVSCRIPT" '{"devices": [{"allow": false, "access": "rwm"}, 
 out=$($CELLA run --bundle $B/devallow devallow 2>&1 | tr '\n' ' ')
 check devices_allow "null-ok zero-ok kmsg-ok " "$(echo "$out" | grep -o '[a-z]*-[a-z]*' | grep -E 'null-ok|zero-ok|kmsg-' | tr '\n' ' ')"
 
-# --- bad input: a memory limit below the minimum -----------------------------------
-mkbundle bad 'true' '{"memory": {"limit": 1000}}'
-if $CELLA create --bundle $B/bad bad > /tmp/bad.out 2>&1; then
-    fail bad_memory_limit "create succeeded"
-    $CELLA delete --force bad
-elif grep -q 'linux.resources.memory.limit' /tmp/bad.out; then
-    pass bad_memory_limit "$(head -n 1 /tmp/bad.out)"
+# --- a crashed container is still removed completely --------------------------------
+# Its init dies from outside (SIGKILL from the host) with a child left in the cgroup
+# until the pid namespace goes; `delete` (without --force) must remove the cgroup.
+mkbundle crash 'sleep 1000 & exec sleep 1000' '{"pids": {"limit": 8}}'
+$CELLA run --detach --bundle $B/crash crash > /tmp/crash.out 2>&1
+pid=$(state_field crash pid)
+kill -9 "$pid"
+if wait_status crash stopped; then
+    $CELLA delete crash > /tmp/crash.out 2>&1 || fail delete_after_crash "$(cat /tmp/crash.out)"
+    check_true delete_after_crash "no cgroup, no state" \
+        test ! -e $CG/cella/crash -a ! -e /run/cella/crash
 else
-    fail bad_memory_limit "error does not name the field: $(cat /tmp/bad.out)"
+    fail delete_after_crash "state $(state_field crash status) after kill -9 of init $pid"
+    $CELLA delete --force crash
 fi
-check_true bad_memory_limit_nothing_left "no cgroup, no state" \
-    test ! -e $CG/cella/bad -a ! -e /run/cella/bad
+
+# --- bad input: a clear error naming the field, nothing created -----------------------
+# bad NAME FIELD RESOURCES_JSON
+bad() {
+    mkbundle "$1" 'true' "$3"
+    if $CELLA create --bundle "$B/$1" "$1" > "/tmp/$1.out" 2>&1; then
+        fail "$1" "create succeeded"
+        $CELLA delete --force "$1"
+    elif grep -q "$2" "/tmp/$1.out"; then
+        pass "$1" "$(head -n 1 "/tmp/$1.out")"
+    else
+        fail "$1" "error does not name $2: $(cat "/tmp/$1.out")"
+    fi
+    check_true "$1_nothing_left" "no cgroup, no state" \
+        test ! -e "$CG/cella/$1" -a ! -e "/run/cella/$1"
+}
+bad bad_memory_limit linux.resources.memory.limit '{"memory": {"limit": 1000}}'
+# No v2 equivalent: refused rather than silently dropped.
+bad bad_v2_swappiness linux.resources.memory.swappiness '{"memory": {"swappiness": 10}}'
+bad bad_v2_kernel_tcp linux.resources.memory.kernelTCP '{"memory": {"kernelTCP": 1048576}}'
+bad bad_v2_realtime linux.resources.cpu.realtimeRuntime '{"cpu": {"realtimeRuntime": 1000}}'
+bad bad_unified_key linux.resources.unified.nodot '{"unified": {"nodot": "1"}}'
+bad bad_unified_missing_file linux.resources.unified.memory.nosuchfile '{"unified": {"memory.nosuchfile": "1"}}'
 
 # --- nothing left behind ------------------------------------------------------------
 left=$(find $CG/cella $CG/vmtest -mindepth 1 -type d 2>/dev/null | tr '\n' ' ')
