@@ -38,6 +38,8 @@ const EXPECTED: &[&str] = &[
     "kill_all",
     "delete_removes_cgroup",
     "delete_removes_state",
+    "clone_into_cgroup",
+    "clone_into_cgroup_nothing_left",
     "memory.swap.max_unlimited",
     "cpu.max_unlimited",
     "cpu.idle",

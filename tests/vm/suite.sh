@@ -169,6 +169,22 @@ $CELLA delete lim 2> /tmp/lim.err || fail delete_lim "$(cat /tmp/lim.err)"
 check_true delete_removes_cgroup "$D" test ! -e $D
 check_true delete_removes_state /run/cella/lim test ! -e /run/cella/lim
 
+# --- clone3(CLONE_INTO_CGROUP), seen from the kernel's side ----------------------------
+# A process born into a cgroup is charged to its pids.max at clone time, while moving one
+# in through cgroup.procs ignores pids.max. So with pids.max 0 a runtime that clones into
+# the cgroup cannot create the container (EAGAIN from clone3), and one that migrates can.
+mkbundle cic 'true' '{"unified": {"pids.max": "0"}}'
+if $CELLA create --bundle $B/cic cic > /tmp/cic.out 2>&1; then
+    fail clone_into_cgroup "create succeeded: init was migrated, not cloned into the cgroup"
+    $CELLA delete --force cic
+elif grep -q 'clone' /tmp/cic.out; then
+    pass clone_into_cgroup "$(head -n 1 /tmp/cic.out)"
+else
+    fail clone_into_cgroup "unexpected error: $(cat /tmp/cic.out)"
+fi
+check_true clone_into_cgroup_nothing_left "no cgroup, no state" \
+    test ! -e $CG/cella/cic -a ! -e /run/cella/cic
+
 # --- a fork bomb stops at pids.max --------------------------------------------------
 # The same container checks the "unlimited" conversions: swap -1 and quota -1 are "max".
 mkbundle fb 'sh -c \"while :; do sleep 1000 & done\" 2>/dev/null; exec sleep 1000' '{
