@@ -38,6 +38,7 @@ const EXPECTED: &[&str] = &[
     "kill_all",
     "delete_removes_cgroup",
     "delete_removes_state",
+    "io.max",
     "clone_into_cgroup",
     "clone_into_cgroup_nothing_left",
     "memory.swap.max_unlimited",
@@ -181,8 +182,14 @@ fn build_static_cella() -> PathBuf {
     bin
 }
 
-/// Builds the initramfs with tests/vm/mkinitramfs.sh next to the static binary.
-fn build_initramfs(cella: &Path) -> PathBuf {
+/// Builds the initramfs with tests/vm/mkinitramfs.sh next to the static binary; it takes
+/// the kernel's RAM disk module from /lib/modules/<version>.
+fn build_initramfs(cella: &Path, kernel: &Path) -> PathBuf {
+    let version = kernel
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("vmlinuz-"))
+        .expect("kernel image named vmlinuz-<version>");
     let dir = cella.parent().expect("bin dir").join("vm-image");
     std::fs::create_dir_all(&dir).expect("mkdir vm-image");
     // One image per test process: two concurrent runs must not share a file.
@@ -191,6 +198,7 @@ fn build_initramfs(cella: &Path) -> PathBuf {
         .arg(workspace_root().join("tests/vm/mkinitramfs.sh"))
         .arg(&img)
         .arg(cella)
+        .arg(version)
         .stdin(Stdio::null())
         .output()
         .expect("run mkinitramfs.sh");
@@ -289,7 +297,7 @@ fn cgroup_suite_on_pure_v2_kernel() {
     let t0 = Instant::now();
     let cella = build_static_cella();
     let t_build = t0.elapsed();
-    let image = build_initramfs(&cella);
+    let image = build_initramfs(&cella, &kernel);
     let t_image = t0.elapsed() - t_build;
     let t1 = Instant::now();
     let (lines, finished) = boot(&kernel, image);

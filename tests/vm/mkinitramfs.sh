@@ -1,13 +1,16 @@
 #!/bin/sh
 # Builds the initramfs of the pure cgroup-v2 test VM:
-#   tests/vm/mkinitramfs.sh OUT.cpio.gz STATIC_CELLA [BUSYBOX]
+#   tests/vm/mkinitramfs.sh OUT.cpio.gz STATIC_CELLA [KERNEL_VERSION [BUSYBOX]]
 # It holds a static busybox with its applet links (the VM's userland), /init, the suite,
-# the static cella, and a busybox rootfs for the containers at /vm/rootfs.
+# the static cella, a busybox rootfs for the containers at /vm/rootfs, and, when
+# KERNEL_VERSION's modules are installed, brd.ko (a RAM disk: the VM's only block device,
+# for the io.max throttle checks).
 # Needs root (mknod /dev/console), cpio and gzip.
 set -eu
 out=$1
 cella=$2
-busybox=${3:-$(command -v busybox)}
+kver=${3:-}
+busybox=${4:-$(command -v busybox)}
 here=$(cd "$(dirname "$0")" && pwd)
 
 stage=$(mktemp -d "${out}.stage.XXXXXX")
@@ -34,6 +37,11 @@ chmod 755 "$stage/init"
 cp "$here/suite.sh" "$stage/vm/suite.sh"
 cp "$cella" "$stage/vm/cella"
 chmod 755 "$stage/vm/cella"
+mkdir -p "$stage/vm/modules"
+brd="/lib/modules/$kver/kernel/drivers/block/brd.ko"
+if [ -n "$kver" ] && [ -f "$brd" ]; then
+    cp "$brd" "$stage/vm/modules/"
+fi
 echo "root:x:0:0:root:/root:/bin/sh" > "$stage/etc/passwd"
 echo "root:x:0:" > "$stage/etc/group"
 

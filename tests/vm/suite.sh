@@ -169,6 +169,23 @@ $CELLA delete lim 2> /tmp/lim.err || fail delete_lim "$(cat /tmp/lim.err)"
 check_true delete_removes_cgroup "$D" test ! -e $D
 check_true delete_removes_state /run/cella/lim test ! -e /run/cella/lim
 
+# --- io throttles on the RAM disk (block 1:0) -------------------------------------------
+if [ -b /dev/ram0 ]; then
+    dev=$(cat /sys/block/ram0/dev)
+    maj=${dev%:*} min=${dev#*:}
+    mkbundle iothr 'exec sleep 1000' "{\"blockIO\": {
+        \"throttleReadBpsDevice\": [{\"major\": $maj, \"minor\": $min, \"rate\": 1048576}],
+        \"throttleWriteIOPSDevice\": [{\"major\": $maj, \"minor\": $min, \"rate\": 100}]}}"
+    if $CELLA run --detach --bundle $B/iothr iothr > /tmp/iothr.out 2>&1; then
+        check io.max "$dev rbps=1048576 wbps=max riops=max wiops=100" "$(rd $CG/cella/iothr/io.max)"
+    else
+        fail io.max "run: $(cat /tmp/iothr.out)"
+    fi
+    $CELLA delete --force iothr
+else
+    fail io.max "no /dev/ram0 (brd.ko missing from the initramfs?)"
+fi
+
 # --- clone3(CLONE_INTO_CGROUP), seen from the kernel's side ----------------------------
 # A process born into a cgroup is charged to its pids.max at clone time, while moving one
 # in through cgroup.procs ignores pids.max. So with pids.max 0 a runtime that clones into
