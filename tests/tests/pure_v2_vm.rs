@@ -33,6 +33,8 @@ const EXPECTED: &[&str] = &[
     "hugetlb.2MB.max",
     "inside_memory.max",
     "inside_cgroup_ns",
+    "inside_pids.max",
+    "inside_cpu.max",
     "state_running",
     "ps_json",
     "kill_all",

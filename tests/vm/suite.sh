@@ -104,7 +104,7 @@ check_true features "cella features prints JSON" sh -c "$CELLA features | grep -
 HP=""
 [ -e $CG/hugetlb.2MB.max ] || [ -n "$(grep hugetlb $CG/cgroup.controllers)" ] &&
     HP='"hugepageLimits": [{"pageSize": "2MB", "limit": 4194304}],'
-mkbundle lim 'cat /sys/fs/cgroup/memory.max; cat /proc/self/cgroup; echo ready; sleep 1000 & exec sleep 1000' "{
+mkbundle lim 'cat /sys/fs/cgroup/memory.max; cat /proc/self/cgroup; cat /sys/fs/cgroup/pids.max; cat /sys/fs/cgroup/cpu.max; echo ready; sleep 1000 & exec sleep 1000' "{
     \"memory\": {\"limit\": 67108864, \"reservation\": 33554432, \"swap\": 100663296},
     \"cpu\": {\"shares\": 512, \"quota\": 50000, \"period\": 100000, \"burst\": 10000, \"cpus\": \"0\", \"mems\": \"0\"},
     \"pids\": {\"limit\": 64},
@@ -150,6 +150,8 @@ $CELLA start lim 2> /tmp/lim.err || fail start_lim "$(cat /tmp/lim.err)"
 if wait_grep /tmp/lim.out ready; then
     check inside_memory.max 67108864 "$(sed -n 1p /tmp/lim.out)"
     check inside_cgroup_ns "0::/" "$(sed -n 2p /tmp/lim.out)"
+    check inside_pids.max 64 "$(sed -n 3p /tmp/lim.out)"
+    check inside_cpu.max "50000 100000" "$(sed -n 4p /tmp/lim.out)"
 else
     fail inside_memory.max "no output: $(cat /tmp/lim.out /tmp/lim.err)"
     fail inside_cgroup_ns "no output"
