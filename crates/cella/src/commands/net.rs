@@ -58,7 +58,7 @@ pub enum NetCommand {
 #[derive(clap::Subcommand, Debug)]
 pub enum DnsCmd {
     /// Write hosts and resolv.conf for a container into a directory, atomically.
-    Write(DnsWriteArgs),
+    Write(Box<DnsWriteArgs>),
     /// Print the OCI bind mounts of a directory's hosts and resolv.conf.
     Mounts {
         /// The directory `dns write` wrote to.
