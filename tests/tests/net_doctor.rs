@@ -326,6 +326,7 @@ fn all_good_exits_zero_for_pid_container_and_netns() {
         "www.example.test",
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
     assert!(out.status.success(), "{}", show(&out));
     assert!(
         text.contains(&format!("container {id} (pid {pid})")),
@@ -410,6 +411,7 @@ fn no_route_to_the_nameserver_is_found() {
         "www.example.test",
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
     assert_eq!(out.status.code(), Some(3), "{}", show(&out));
     assert!(
         text.lines()
@@ -418,6 +420,37 @@ fn no_route_to_the_nameserver_is_found() {
     );
     assert!(text.contains("first broken layer: route"), "{text}");
     assert!(text.contains("route add default"), "{text}");
+    assert!(text.contains(&format!("--ns /proc/{pid}/ns/net")), "{text}");
+    // A gateway nobody answers for: on-link, but no ARP answer once the query tried.
+    lab.ok(&[
+        "net",
+        "route",
+        "add",
+        "default",
+        "--via",
+        "10.77.0.254",
+        "--ns",
+        &c,
+    ]);
+    let (_, r, _) = lab.doctor(&pid.to_string(), &["--name", "www.example.test"]);
+    assert_eq!(r["first_failure"], "neighbor", "{r}");
+    assert!(
+        layer(&r, "neighbor")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("10.77.0.254 does not answer ARP"),
+        "{r}"
+    );
+    lab.ok(&[
+        "net",
+        "route",
+        "del",
+        "default",
+        "--via",
+        "10.77.0.254",
+        "--ns",
+        &c,
+    ]);
     // The link layer above it is fine: eth0 is up with its address.
     let (_, r, _) = lab.doctor(&pid.to_string(), &[]);
     assert_eq!(layer(&r, "link")["status"], "ok", "{r}");

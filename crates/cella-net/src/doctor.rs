@@ -365,7 +365,11 @@ fn resolv_path(t: &Target) -> io::Result<PathBuf> {
 /// Checks every layer for `target` and reports what it found.
 pub fn diagnose(target: &Target, opts: &Options) -> Result<Report, DoctorError> {
     let ns = Netns::open(&NetnsRef::Path(target.netns.clone()))?;
-    let ns_arg = target.label.clone();
+    // How the fix hints name the namespace: its name, or its file for a process.
+    let ns_arg = match target.kind {
+        TargetKind::Netns => target.label.clone(),
+        _ => target.netns.display().to_string(),
+    };
     let mut checks = Vec::new();
 
     // (a) resolv.conf
@@ -730,6 +734,9 @@ pub fn diagnose(target: &Target, opts: &Options) -> Result<Report, DoctorError> 
             let name2 = name.clone();
             let answer = ns.run(move || query(nsip, &name2, timeout))?;
             let mut c = dns_check(nsip, name, answer, timeout);
+            if c.status == Status::Fail && checks.iter().any(|c| c.status == Status::Fail) {
+                c.detail += " (expected while a layer above is broken)";
+            }
             if let Some((h, dev)) = &arp_pending {
                 // The query made the kernel resolve the next hop: look again.
                 let arp =
