@@ -496,10 +496,34 @@ fn a_rule_dropping_udp_53_is_found() {
     );
     // And the query really does not get through.
     assert_eq!(layer(&r, "dns")["status"], "fail", "{r}");
-    // The same rule in the host's forward chain is found there.
     lab.nft(&c, "delete table inet dnsblock");
     let (code, _, _) = lab.doctor(&pid.to_string(), &[]);
     assert_eq!(code, 0);
+    // A legacy iptables rule (which nft does not list) is found too.
+    if cella_tests::which("iptables-legacy").is_some() {
+        let rule = ["-p", "udp", "-m", "udp", "--dport", "53", "-j", "DROP"];
+        let run = |op: &str| {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &c, "iptables-legacy", op, "OUTPUT"])
+                .args(rule)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", show(&out));
+        };
+        run("-A");
+        let (code, r, _) = lab.doctor(&pid.to_string(), &[]);
+        assert_eq!((code, r["first_failure"].as_str()), (3, Some("firewall")));
+        let fw = layer(&r, "firewall");
+        assert!(
+            fw["fix"]
+                .as_str()
+                .unwrap()
+                .contains("iptables-legacy -D OUTPUT -p udp -m udp --dport 53 -j DROP"),
+            "{r}"
+        );
+        run("-D");
+    }
+    // The same rule in the host's forward chain is found there.
     let host = lab.host.clone();
     lab.nft(
         &host,

@@ -51,7 +51,7 @@ pub enum DoctorError {
     },
     /// A pid was given but no such process exists.
     #[error("target pid {0}: no such process")]
-    NoSuchProcess(i32),
+    NoSuchProcess(i64),
     /// The container exists but has no running process.
     #[error("container {id:?} (`{}`) is not running (pid {pid})", state.display())]
     NotRunning {
@@ -125,10 +125,11 @@ pub fn resolve_target(s: &str, state_root: &Path) -> Result<Target, DoctorError>
         root: Some(PathBuf::from(format!("/proc/{pid}/root"))),
     };
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        let pid: i32 = s.parse().map_err(|_| DoctorError::NoSuchProcess(-1))?;
-        if !proc_exists(pid.into()) {
-            return Err(DoctorError::NoSuchProcess(pid));
-        }
+        let pid: i64 = s.parse().unwrap_or(i64::MAX);
+        let pid = match i32::try_from(pid) {
+            Ok(p) if proc_exists(pid) => p,
+            _ => return Err(DoctorError::NoSuchProcess(pid)),
+        };
         return Ok(from_pid(pid, TargetKind::Pid));
     }
     if !s.is_empty() && !s.contains('/') && s != "." && s != ".." {
@@ -690,12 +691,26 @@ pub fn diagnose(target: &Target, opts: &Options) -> Result<Report, DoctorError> 
             .map(|f| finding_check(f, "the target's network namespace", &ns_arg))
             .collect(),
     };
+    if let Some(save) = &seen.legacy {
+        fw.extend(
+            legacy_findings(save, false)
+                .into_iter()
+                .map(|f| finding_check(f, "the target's network namespace", &ns_arg)),
+        );
+    }
     let own = fs::metadata("/proc/thread-self/ns/net").map(|m| (m.dev(), m.ino()));
     let theirs = fs::metadata(&target.netns).map(|m| (m.dev(), m.ino()));
     if opts.check_host && own.is_ok() && own.ok() != theirs.ok() {
         if let Ok(rs) = nft_ruleset() {
             fw.extend(
                 firewall_findings(&rs, nsip, src, true)
+                    .into_iter()
+                    .map(|f| finding_check(f, "the host's forward chain", "")),
+            );
+        }
+        if let Some(save) = legacy_iptables() {
+            fw.extend(
+                legacy_findings(&save, true)
                     .into_iter()
                     .map(|f| finding_check(f, "the host's forward chain", "")),
             );
@@ -831,6 +846,7 @@ struct Inside {
     arp: String,
     listener: bool,
     ruleset: Result<Value, String>,
+    legacy: Option<String>,
 }
 
 /// Runs on a thread inside the target's namespace.
@@ -852,6 +868,7 @@ fn inside(nsip: IpAddr) -> Result<Inside, NetlinkError> {
     // nft is a separate process: it is started from this thread, so it inherits the
     // target's network namespace.
     let ruleset = nft_ruleset();
+    let legacy = legacy_iptables();
     Ok(Inside {
         links,
         addrs,
@@ -860,6 +877,7 @@ fn inside(nsip: IpAddr) -> Result<Inside, NetlinkError> {
         arp,
         listener,
         ruleset,
+        legacy,
     })
 }
 
@@ -928,6 +946,78 @@ fn nft_ruleset() -> Result<Value, String> {
         .map_err(|e| format!("`nft -j list ruleset`: unreadable output: {e}"))
 }
 
+/// `iptables-legacy-save -t filter` in the calling thread's namespace, when that
+/// namespace has legacy iptables tables at all (nft does not see them). Skipped, without
+/// starting a process, when there are none.
+fn legacy_iptables() -> Option<String> {
+    let names = fs::read_to_string("/proc/thread-self/net/ip_tables_names").ok()?;
+    if !names.lines().any(|l| l.trim() == "filter") {
+        return None;
+    }
+    let out = Command::new("iptables-legacy-save")
+        .args(["-t", "filter"])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The rules of an `iptables-save` listing (filter table) that drop or reject DNS: in the
+/// target (`forward` false) OUTPUT rules on destination port 53 and INPUT rules on source
+/// port 53; on the host, FORWARD rules on either.
+pub fn legacy_findings(save: &str, forward: bool) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for line in save.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if w.first() != Some(&"-A") || w.len() < 2 {
+            continue;
+        }
+        let chain = w[1];
+        let arg = |flag: &str| w.iter().position(|x| *x == flag).and_then(|i| w.get(i + 1));
+        let verdict = arg("-j").copied().unwrap_or("");
+        if verdict != "DROP" && verdict != "REJECT" {
+            continue;
+        }
+        let covers = |v: Option<&&str>| {
+            v.is_some_and(|v| {
+                v.split(',').any(|p| match p.split_once(':') {
+                    Some((a, b)) => {
+                        let a = a.parse().unwrap_or(0);
+                        let b = b.parse().unwrap_or(u16::MAX);
+                        (a..=b).contains(&53u16)
+                    }
+                    None => p == "53" || p == "domain",
+                })
+            })
+        };
+        let dport = covers(arg("--dport")) || covers(arg("--dports"));
+        let sport = covers(arg("--sport")) || covers(arg("--sports"));
+        let hit = match (forward, chain) {
+            (true, "FORWARD") => dport || sport,
+            (false, "OUTPUT") => dport,
+            (false, "INPUT") => sport,
+            _ => false,
+        };
+        if !hit || w.contains(&"!") {
+            continue;
+        }
+        let proto = arg("-p").copied().unwrap_or("all");
+        if proto != "udp" && proto != "tcp" {
+            continue;
+        }
+        out.push(Finding {
+            chain: format!("iptables-legacy filter {chain}"),
+            what: w[2..].join(" "),
+            handle: None,
+            udp: proto == "udp",
+            legacy: true,
+        });
+    }
+    out
+}
+
 /// A rule (or chain policy) that stops DNS packets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Finding {
@@ -939,6 +1029,8 @@ pub struct Finding {
     pub handle: Option<u64>,
     /// True when UDP queries (not only TCP ones) are stopped.
     pub udp: bool,
+    /// True for a legacy iptables rule (`what` is its iptables-save text after the chain).
+    pub legacy: bool,
 }
 
 /// A DNS packet as the firewall sees it.
@@ -1062,17 +1154,17 @@ fn eval_match(m: &Value, p: &Pkt) -> (Option<bool>, bool) {
 
 enum Verdict {
     Accept,
-    Stop(&'static str),
+    Stop,
     Other,
 }
 
 fn verdict(expr: &[Value]) -> Verdict {
     for e in expr {
         if e.get("drop").is_some() {
-            return Verdict::Stop("drop");
+            return Verdict::Stop;
         }
         if e.get("reject").is_some() {
-            return Verdict::Stop("reject");
+            return Verdict::Stop;
         }
         if e.get("accept").is_some() {
             return Verdict::Accept;
@@ -1241,7 +1333,7 @@ pub fn firewall_findings(
                             accepted = true;
                             break;
                         }
-                        Verdict::Stop(v) if definite || port => {
+                        Verdict::Stop if definite || port => {
                             let handle = r.get("handle").and_then(Value::as_u64);
                             if !found.iter().any(|f| f.handle == handle) {
                                 found.push(Finding {
@@ -1249,8 +1341,8 @@ pub fn firewall_findings(
                                     what: describe_rule(expr),
                                     handle,
                                     udp,
+                                    legacy: false,
                                 });
-                                let _ = v;
                             }
                             accepted = true;
                             break;
@@ -1272,6 +1364,7 @@ pub fn firewall_findings(
                         ),
                         handle: None,
                         udp,
+                        legacy: false,
                     });
                 }
             }
@@ -1285,6 +1378,7 @@ fn finding_check(f: Finding, place: &str, ns_arg: &str) -> Check {
     let status = if f.udp { Status::Fail } else { Status::Warn };
     let rule = match f.handle {
         Some(h) => format!("rule `{}` (handle {h})", f.what),
+        None if f.legacy => format!("rule `{}`", f.what),
         None => f.what.clone(),
     };
     let detail = format!(
@@ -1298,6 +1392,10 @@ fn finding_check(f: Finding, place: &str, ns_arg: &str) -> Check {
         format!("cella net ns exec {ns_arg} -- ")
     };
     let fix = match f.handle {
+        None if f.legacy => {
+            let chain = f.chain.rsplit(' ').next().unwrap_or_default();
+            format!("delete it: `{exec}iptables-legacy -D {chain} {}`", f.what)
+        }
         Some(h) => format!("delete it: `{exec}nft delete rule {} handle {h}`", f.chain),
         None => format!(
             "add a rule accepting port 53 before the policy: `{exec}nft insert rule {} udp dport 53 accept`",
@@ -1578,6 +1676,27 @@ mod tests {
             vec![json!([port_match("udp", json!(53)), drop])],
         );
         assert!(firewall_findings(&rs, ns(), None, true).is_empty());
+    }
+
+    #[test]
+    fn legacy_iptables_rules() {
+        let save = "*filter\n:OUTPUT ACCEPT [0:0]\n\
+                    -A OUTPUT -p udp -m udp --dport 53 -j DROP\n\
+                    -A OUTPUT -p tcp -m multiport --dports 40:60 -j REJECT --reject-with tcp-reset\n\
+                    -A OUTPUT -p udp -m udp --dport 80 -j DROP\n\
+                    -A INPUT -p udp -m udp --sport 53 -j ACCEPT\n\
+                    -A FORWARD -p udp -m udp --sport 53 -j DROP\nCOMMIT\n";
+        let f = legacy_findings(save, false);
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert!(f[0].udp && f[0].legacy && f[0].what == "-p udp -m udp --dport 53 -j DROP");
+        assert!(!f[1].udp);
+        let f = legacy_findings(save, true);
+        assert!(f.len() == 1 && f[0].chain == "iptables-legacy filter FORWARD");
+        let c = finding_check(f[0].clone(), "the host's forward chain", "");
+        assert_eq!(
+            c.fix.unwrap(),
+            "delete it: `iptables-legacy -D FORWARD -p udp -m udp --sport 53 -j DROP`"
+        );
     }
 
     #[test]

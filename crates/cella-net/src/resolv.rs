@@ -375,6 +375,17 @@ pub fn write(
     })
 }
 
+/// [`write`] for the container in network namespace `ns`, with the host's nameservers
+/// read from [`HOST_RESOLV_CONF`]: what a runtime calls after the container's network is
+/// set up, before it starts the container with the [`mounts`] of `dir`.
+pub fn write_for(ns: &Netns, dir: &Path, req: &DnsRequest) -> Result<Written, ResolvError> {
+    req.validate()?;
+    let host_files: Vec<PathBuf> = HOST_RESOLV_CONF.iter().map(PathBuf::from).collect();
+    let host = read_host(&host_files)?;
+    let net = ContainerNet::read(ns)?;
+    write(dir, req, &host, &net)
+}
+
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ResolvError> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = path.with_file_name(format!(".{name}.tmp"));
