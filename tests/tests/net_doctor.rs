@@ -278,7 +278,9 @@ fn all_good_exits_zero_for_pid_container_and_netns() {
     }
     let mut lab = Lab::new();
     let (c, root, pid) = lab.world();
+    let t0 = Instant::now();
     let (code, r, out) = lab.doctor(&pid.to_string(), &["--name", "www.example.test"]);
+    eprintln!("doctor with a query took {:?}", t0.elapsed());
     assert_eq!(code, 0, "{}", show(&out));
     assert_eq!(r["ok"], true);
     assert_eq!(r["first_failure"], Value::Null);
@@ -363,6 +365,10 @@ fn missing_resolv_conf_is_the_first_broken_layer() {
         rc["fix"].as_str().unwrap().contains("cella net dns write"),
         "{r}"
     );
+    // Named by its namespace file, the process's root is still found.
+    let (_, r, _) = lab.doctor(&format!("/proc/{pid}/ns/net"), &[]);
+    assert_eq!(r["first_failure"], "resolv.conf", "{r}");
+    assert_eq!(r["target"]["kind"], "pid", "{r}");
     // A resolv.conf with no nameserver is as broken.
     fs::write(root.join("etc/resolv.conf"), "search example.test\n").unwrap();
     let (code, r, _) = lab.doctor(&pid.to_string(), &[]);

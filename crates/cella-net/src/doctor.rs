@@ -161,6 +161,15 @@ pub fn resolve_target(s: &str, state_root: &Path) -> Result<Target, DoctorError>
             }
         }
     }
+    // `/proc/PID/ns/net` names a process: look at its root too.
+    if let Some(pid) = s
+        .strip_prefix("/proc/")
+        .and_then(|r| r.strip_suffix("/ns/net"))
+        .and_then(|p| p.parse::<i32>().ok())
+        .filter(|p| proc_exists((*p).into()))
+    {
+        return Ok(from_pid(pid, TargetKind::Pid));
+    }
     let r = NetnsRef::parse(s);
     let path = r.path();
     if s.is_empty() || !path.exists() {

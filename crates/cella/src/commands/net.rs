@@ -644,7 +644,7 @@ fn doctor(a: &DoctorArgs, cli: &Cli) -> CmdResult {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         let what = match target.kind {
-            doctor::TargetKind::Pid => format!("pid {}", a.target),
+            doctor::TargetKind::Pid => format!("pid {}", target.pid.unwrap_or_default()),
             doctor::TargetKind::Container => format!(
                 "container {} (pid {})",
                 a.target,
