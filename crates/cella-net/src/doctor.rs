@@ -383,10 +383,13 @@ pub fn diagnose(target: &Target, opts: &Options) -> Result<Report, DoctorError> 
     let mut checks = Vec::new();
 
     // (a) resolv.conf
-    let shown = target.root.as_ref().map(|_| "/etc/resolv.conf".to_string());
-    let path = match &opts.resolv_conf {
-        Some(p) => Ok(p.clone()),
-        None => resolv_path(target),
+    let (path, what) = match (&opts.resolv_conf, &target.root) {
+        (Some(p), _) => (Ok(p.clone()), format!("`{}`", p.display())),
+        (None, Some(_)) => (
+            resolv_path(target),
+            "/etc/resolv.conf in the target's root".to_string(),
+        ),
+        (None, None) => (resolv_path(target), "resolv.conf".to_string()),
     };
     let mut resolv_conf = None;
     let mut listed = ResolvConf::default();
@@ -397,18 +400,13 @@ pub fn diagnose(target: &Target, opts: &Options) -> Result<Report, DoctorError> 
     );
     let file_check = match path.and_then(|p| fs::read_to_string(&p).map(|t| (p, t))) {
         Err(e) => {
-            let what = shown.clone().unwrap_or_else(|| "resolv.conf".into());
             let why = if e.kind() == io::ErrorKind::NotFound {
                 "does not exist".to_string()
             } else {
                 format!("cannot be read: {e}")
             };
-            Check::new(
-                Layer::ResolvConf,
-                Status::Fail,
-                format!("{what} in the target's root {why}"),
-            )
-            .fix(dns_write_fix.clone())
+            Check::new(Layer::ResolvConf, Status::Fail, format!("{what} {why}"))
+                .fix(dns_write_fix.clone())
         }
         Ok((p, text)) => {
             listed = ResolvConf::parse(&text);
@@ -842,6 +840,9 @@ fn show_route(dst: IpAddr, r: &Route, name_of: &dyn Fn(u32) -> String) -> String
     }
     if let Some(src) = r.src {
         s += &format!(" src {src}");
+    }
+    if let Some(m) = r.metric {
+        s += &format!(" metric {m}");
     }
     s
 }
