@@ -51,7 +51,7 @@ pub enum DoctorError {
     },
     /// A pid was given but no such process exists.
     #[error("target pid {0}: no such process")]
-    NoSuchProcess(i64),
+    NoSuchProcess(String),
     /// The container exists but has no running process.
     #[error("container {id:?} (`{}`) is not running (pid {pid})", state.display())]
     NotRunning {
@@ -128,7 +128,7 @@ pub fn resolve_target(s: &str, state_root: &Path) -> Result<Target, DoctorError>
         let pid: i64 = s.parse().unwrap_or(i64::MAX);
         let pid = match i32::try_from(pid) {
             Ok(p) if proc_exists(pid) => p,
-            _ => return Err(DoctorError::NoSuchProcess(pid)),
+            _ => return Err(DoctorError::NoSuchProcess(s.into())),
         };
         return Ok(from_pid(pid, TargetKind::Pid));
     }
@@ -1554,6 +1554,8 @@ pub fn decode_reply(id: u16, b: &[u8]) -> Option<(u8, Vec<IpAddr>)> {
 /// Sends one query for `name` to `ns` port 53 from the calling thread's namespace and
 /// waits up to `timeout` for the answer.
 fn query(ns: IpAddr, name: &str, timeout: Duration) -> Answer {
+    // A zero read timeout means "block forever" to the kernel, and std refuses it.
+    let timeout = timeout.max(Duration::from_millis(1));
     let id = (std::process::id() as u16)
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
