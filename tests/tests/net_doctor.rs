@@ -340,6 +340,15 @@ fn all_good_exits_zero_for_pid_container_and_netns() {
     let (code, r, out) = lab.doctor(&c, &["--resolv-conf", &rc]);
     assert_eq!(code, 0, "{}", show(&out));
     assert_eq!(layer(&r, "dns")["status"], "skip");
+    // lo down does not stop DNS to a remote nameserver: a warning, exit 0.
+    lab.ok(&["net", "link", "set", "lo", "--down", "--ns", &c]);
+    let (code, r, _) = lab.doctor(&pid.to_string(), &[]);
+    assert_eq!(
+        (code, &layer(&r, "link")["status"]),
+        (0, &Value::from("warn")),
+        "{r}"
+    );
+    lab.ok(&["net", "link", "set", "lo", "--up", "--ns", &c]);
     // A name the nameserver does not know: the dns layer fails, nothing below it.
     let (code, r, _) = lab.doctor(&pid.to_string(), &["--name", "nx.example.test"]);
     assert_eq!((code, r["first_failure"].as_str()), (3, Some("dns")), "{r}");
