@@ -665,7 +665,7 @@ fn doctor(a: &DoctorArgs, cli: &Cli) -> CmdResult {
             };
             println!("{st:<5} {:<12} {}", c.layer.name(), c.detail);
             if let Some(f) = &c.fix
-                && c.status != doctor::Status::Ok
+                && matches!(c.status, doctor::Status::Fail | doctor::Status::Warn)
             {
                 println!("{:18} fix: {f}", "");
             }
