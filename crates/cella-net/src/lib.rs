@@ -5,9 +5,11 @@
 
 pub mod bridge;
 pub mod cidr;
+pub mod doctor;
 pub mod ipam;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
 pub mod p2p;
+pub mod resolv;
 mod sys;

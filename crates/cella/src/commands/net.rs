@@ -8,6 +8,7 @@ use cella_net::cidr::IpNet;
 use cella_net::netlink::{self, Link, LinkChange, Netlink, Route, Rule, TABLE_MAIN, VethSpec};
 use cella_net::netns::{self, Netns, NetnsRef};
 use cella_net::p2p;
+use cella_net::{doctor, resolv};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::os::unix::process::CommandExt;
@@ -46,6 +47,86 @@ pub enum NetCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Per-container /etc/hosts and /etc/resolv.conf.
+    #[command(subcommand)]
+    Dns(Box<DnsCmd>),
+    /// Find, layer by layer, why a container cannot resolve or reach a name.
+    Doctor(Box<DoctorArgs>),
+}
+
+/// `cella net dns ...`
+#[derive(clap::Subcommand, Debug)]
+pub enum DnsCmd {
+    /// Write hosts and resolv.conf for a container into a directory, atomically.
+    Write(Box<DnsWriteArgs>),
+    /// Print the OCI bind mounts of a directory's hosts and resolv.conf.
+    Mounts {
+        /// The directory `dns write` wrote to.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+/// `cella net dns write`
+#[derive(clap::Args, Debug)]
+pub struct DnsWriteArgs {
+    /// The container's network namespace (name or path).
+    #[arg(long, required_unless_present = "id", conflicts_with = "id")]
+    netns: Option<String>,
+    /// A cella container id (its state under --root names its pid), or a pid.
+    #[arg(long)]
+    id: Option<String>,
+    /// Directory to write `hosts` and `resolv.conf` into (created when missing).
+    #[arg(long)]
+    dir: PathBuf,
+    /// The container's host name.
+    #[arg(long)]
+    hostname: String,
+    /// The container's domain.
+    #[arg(long)]
+    domain: Option<String>,
+    /// Nameserver (repeatable); default: the host's, or the gateway if the host's are
+    /// loopback addresses.
+    #[arg(long)]
+    nameserver: Vec<IpAddr>,
+    /// Search domain (repeatable); default: the host's.
+    #[arg(long)]
+    search: Vec<String>,
+    /// Resolver option such as ndots:2 (repeatable); default: the host's.
+    #[arg(long)]
+    option: Vec<String>,
+    /// Extra hosts entry NAME:IP (repeatable).
+    #[arg(long = "add-host")]
+    add_host: Vec<String>,
+    /// Read the host's nameservers from this file instead of /etc/resolv.conf (and
+    /// systemd-resolved's list).
+    #[arg(long = "host-resolv-conf")]
+    host_resolv_conf: Option<PathBuf>,
+}
+
+/// `cella net doctor`
+#[derive(clap::Args, Debug)]
+pub struct DoctorArgs {
+    /// A pid, a cella container id, or a network namespace (name or path).
+    target: String,
+    /// Also send a real query for NAME to the nameserver, from inside the target.
+    #[arg(long)]
+    name: Option<String>,
+    /// Check this nameserver instead of the first one resolv.conf lists.
+    #[arg(long)]
+    nameserver: Option<IpAddr>,
+    /// Read this resolv.conf (a host path) instead of the target's.
+    #[arg(long = "resolv-conf")]
+    resolv_conf: Option<PathBuf>,
+    /// How long to wait for the query's answer, in milliseconds.
+    #[arg(long = "timeout-ms", default_value_t = 2000)]
+    timeout_ms: u64,
+    /// Do not look at the forward chains of the namespace doctor runs in.
+    #[arg(long = "no-host")]
+    no_host: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `cella net connect`
@@ -542,9 +623,116 @@ fn print_link(l: &Link, names: &HashMap<u32, String>) {
     );
 }
 
+/// Exit status of `net doctor` when a layer is broken (1 means doctor could not run).
+const DOCTOR_FAILED: u8 = 3;
+
+fn doctor(a: &DoctorArgs, cli: &Cli) -> CmdResult {
+    let target = doctor::resolve_target(&a.target, &crate::commands::state_root(cli))?;
+    let opts = doctor::Options {
+        name: a.name.clone(),
+        nameserver: a.nameserver,
+        resolv_conf: a.resolv_conf.clone(),
+        timeout: std::time::Duration::from_millis(a.timeout_ms),
+        check_host: !a.no_host,
+    };
+    let report = doctor::diagnose(&target, &opts)?;
+    let first = report.first_failure();
+    if a.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["ok"] = serde_json::Value::Bool(first.is_none());
+        v["first_failure"] = first.map_or(serde_json::Value::Null, |c| c.layer.name().into());
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let what = match target.kind {
+            doctor::TargetKind::Pid => format!("pid {}", target.pid.unwrap_or_default()),
+            doctor::TargetKind::Container => format!(
+                "container {} (pid {})",
+                a.target,
+                target.pid.unwrap_or_default()
+            ),
+            doctor::TargetKind::Netns => format!("network namespace {}", a.target),
+        };
+        let ns = report
+            .nameserver
+            .map_or_else(|| "none".to_string(), |n| n.to_string());
+        println!("target: {what}; nameserver: {ns}");
+        for c in &report.checks {
+            let st = match c.status {
+                doctor::Status::Ok => "OK",
+                doctor::Status::Warn => "WARN",
+                doctor::Status::Fail => "FAIL",
+                doctor::Status::Skip => "SKIP",
+            };
+            println!("{st:<5} {:<12} {}", c.layer.name(), c.detail);
+            if let Some(f) = &c.fix
+                && matches!(c.status, doctor::Status::Fail | doctor::Status::Warn)
+            {
+                println!("{:18} fix: {f}", "");
+            }
+        }
+        match first {
+            Some(c) => println!("first broken layer: {}", c.layer.name()),
+            None => println!("all layers OK"),
+        }
+    }
+    Ok(if first.is_some() { DOCTOR_FAILED } else { 0 })
+}
+
+fn dns(c: &DnsCmd, cli: &Cli) -> CmdResult {
+    match c {
+        DnsCmd::Mounts { dir } => {
+            println!("{}", serde_json::to_string_pretty(&resolv::mounts(dir)?)?);
+        }
+        DnsCmd::Write(w) => {
+            let ns_path = match (&w.netns, &w.id) {
+                (Some(n), _) => NetnsRef::parse(n),
+                (None, Some(id)) => NetnsRef::Path(
+                    doctor::resolve_target(id, &crate::commands::state_root(cli))?.netns,
+                ),
+                (None, None) => return Err("dns write: give --netns or --id".into()),
+            };
+            let mut extra = Vec::new();
+            for (i, h) in w.add_host.iter().enumerate() {
+                let parsed = h
+                    .split_once(':')
+                    .and_then(|(n, ip)| Some((n.to_string(), ip.parse::<IpAddr>().ok()?)));
+                match parsed {
+                    Some(p) => extra.push(p),
+                    None => {
+                        return Err(format!("add-host[{i}]: {h:?} is not NAME:IP").into());
+                    }
+                }
+            }
+            let req = resolv::DnsRequest {
+                hostname: w.hostname.clone(),
+                domain: w.domain.clone(),
+                nameservers: w.nameserver.clone(),
+                search: w.search.clone(),
+                options: w.option.clone(),
+                extra_hosts: extra,
+            };
+            req.validate()?;
+            let host_files: Vec<PathBuf> = match &w.host_resolv_conf {
+                Some(p) => vec![p.clone()],
+                None => resolv::HOST_RESOLV_CONF.iter().map(PathBuf::from).collect(),
+            };
+            let host = resolv::read_host(&host_files)?;
+            let net = resolv::ContainerNet::read(&Netns::open(&ns_path)?)?;
+            let written = resolv::write(&w.dir, &req, &host, &net)?;
+            if let Some(n) = &written.note {
+                eprintln!("cella: note: {n}");
+            }
+            println!("{}", serde_json::to_string_pretty(&written)?);
+        }
+    }
+    Ok(0)
+}
+
 /// Runs a `cella net` verb.
-pub fn run(cmd: &NetCommand, _cli: &Cli) -> CmdResult {
+pub fn run(cmd: &NetCommand, cli: &Cli) -> CmdResult {
     match cmd {
+        NetCommand::Doctor(a) => return doctor(a, cli),
+        NetCommand::Dns(c) => return dns(c, cli),
         NetCommand::Ns(c) => match c {
             NsCmd::Add { name } => {
                 netns::add(name)?;
