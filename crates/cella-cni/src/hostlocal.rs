@@ -500,6 +500,29 @@ impl HostLocal {
         })
     }
 
+    /// The `last_reserved_ip.N` files and their contents (`None`: no file), to undo an
+    /// allocation with [`HostLocal::restore_marks`].
+    pub fn marks(&self) -> Vec<(PathBuf, Option<String>)> {
+        (0..self.sets.len())
+            .map(|i| {
+                let p = self.dir.join(format!("last_reserved_ip.{i}"));
+                let c = fs::read_to_string(&p).ok();
+                (p, c)
+            })
+            .collect()
+    }
+
+    /// Puts the `last_reserved_ip.N` files back as [`HostLocal::marks`] found them (best
+    /// effort: they only choose where the next search starts).
+    pub fn restore_marks(&self, marks: &[(PathBuf, Option<String>)]) {
+        for (p, c) in marks {
+            let _ = match c {
+                Some(c) => fs::write(p, c),
+                None => fs::remove_file(p),
+            };
+        }
+    }
+
     /// Removes every lease of `id`/`ifname`; returns the addresses released. A missing
     /// directory is nothing to release.
     pub fn release(&self, id: &str, ifname: &str) -> Result<Vec<IpAddr>, HostLocalError> {

@@ -560,15 +560,23 @@ fn add(
         )));
     }
     let _lock = host_lock()?;
+    let marks = match &plan.ipam {
+        Ipam::HostLocal(h) => h.marks(),
+        Ipam::Plugin(_) => Vec::new(),
+    };
     let ipam = ipam_add(plan, env, stdin, id, ifname)?;
     match setup(
         plan, &mut host, &netns, netns_path, id, ifname, &host_veth, &ipam,
     ) {
         Ok(v) => Ok(v),
         Err(e) => {
-            // Undo: the same steps as DEL, which skip what does not exist.
+            // Undo: the same steps as DEL, which skip what does not exist; and put
+            // host-local's round-robin marks back, so a refused ADD changes no file.
             let _ = teardown_host(plan, &mut host, id, ifname);
             let _ = ipam_del(plan, env, stdin, id, ifname);
+            if let Ipam::HostLocal(h) = &plan.ipam {
+                h.restore_marks(&marks);
+            }
             Err(e)
         }
     }
