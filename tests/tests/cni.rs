@@ -584,7 +584,9 @@ fn bad_input_gives_the_spec_error_and_creates_nothing() {
         v
     };
     let netns = format!("/run/netns/{c}");
-    let cases: Vec<(&str, Value, Vec<(&str, &str)>, u64, &str)> = vec![
+    // (what, configuration, environment overrides, expected code, text in the error)
+    type Case<'a> = (&'a str, Value, Vec<(&'a str, &'a str)>, u64, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "invalid CIDR",
             with(&|v| v["ipam"]["ranges"] = json!([[{ "subnet": "10.89.0.0/33" }]])),
