@@ -766,3 +766,84 @@ fn other_ipam_types_are_delegated_through_cni_path() {
     assert_eq!(e["code"], 104, "{e}");
     assert_eq!(lab.sh(&["ip", "-o", "link"]).lines().count(), 1);
 }
+
+fn in_container(ns: &str, args: &[&str]) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?}: {}", show(&out));
+}
+
+#[test]
+fn anti_spoof_drops_a_container_that_copies_anothers_mac_and_ip() {
+    if !ready() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let a = lab.netns("cca");
+    let b = lab.netns("ccb");
+    let mut conf = bridge_conf("cella-cni", &lab.data, json!([]));
+    conf["antiSpoof"] = json!(true);
+    let ra = ok_json(&lab.cni(&cni_bin(), "ADD", "spa", &a, &conf));
+    ok_json(&lab.cni(&cni_bin(), "ADD", "spb", &b, &conf));
+    let host = lab.host.clone();
+    let s = serve_once(&host, "10.89.0.1:9000");
+    assert_eq!(connect(&b, "10.89.0.1:9000", T).as_deref(), Ok("hello"));
+    assert!(s.join().unwrap().is_some());
+    // b takes a's MAC and address.
+    let mac_a = ra["interfaces"][2]["mac"].as_str().unwrap().to_string();
+    in_container(&b, &["ip", "link", "set", "eth0", "down"]);
+    in_container(&b, &["ip", "link", "set", "eth0", "address", &mac_a]);
+    in_container(&b, &["ip", "addr", "flush", "dev", "eth0"]);
+    in_container(&b, &["ip", "addr", "add", "10.89.0.2/24", "dev", "eth0"]);
+    in_container(&b, &["ip", "link", "set", "eth0", "up"]);
+    let _s = serve_once(&host, "10.89.0.1:9001");
+    assert!(
+        connect(&b, "10.89.0.1:9001", Duration::from_millis(1500)).is_err(),
+        "spoofed frames passed"
+    );
+    // a keeps working.
+    let s = serve_once(&host, "10.89.0.1:9002");
+    assert_eq!(connect(&a, "10.89.0.1:9002", T).as_deref(), Ok("hello"));
+    assert_eq!(s.join().unwrap().unwrap().ip().to_string(), "10.89.0.2");
+    for (id, ns) in [("spa", &a), ("spb", &b)] {
+        let out = lab.cni(&cni_bin(), "DEL", id, ns, &conf);
+        assert!(out.status.success(), "{}", show(&out));
+    }
+    assert!(!lab.sh(&["nft", "list", "ruleset"]).contains("table"));
+}
+
+#[test]
+fn a_mapping_is_reached_from_the_host_itself() {
+    if !ready() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let inet = lab.internet();
+    let c = lab.netns("cch");
+    let map = json!([
+        { "hostPort": 8080, "containerPort": 80 },
+        { "hostPort": 8081, "containerPort": 81, "hostIP": "198.51.100.1" }
+    ]);
+    let conf = bridge_conf("cella-cni", &lab.data, map);
+    ok_json(&lab.cni(&cni_bin(), "ADD", "hm", &c, &conf));
+    let host = lab.host.clone();
+    for to in ["127.0.0.1:8080", "198.51.100.1:8080", "10.89.0.1:8080"] {
+        let s = serve_once(&c, "0.0.0.0:80");
+        assert_eq!(connect(&host, to, T).as_deref(), Ok("hello"), "{to}");
+        assert!(s.join().unwrap().is_some());
+    }
+    // A mapping limited to one host address answers there only.
+    let s = serve_once(&c, "0.0.0.0:81");
+    assert_eq!(
+        connect(&inet, "198.51.100.1:8081", T).as_deref(),
+        Ok("hello")
+    );
+    assert!(s.join().unwrap().is_some());
+    let _s = serve_once(&c, "0.0.0.0:81");
+    assert!(connect(&host, "10.89.0.1:8081", Duration::from_millis(800)).is_err());
+    let out = lab.cni(&cni_bin(), "DEL", "hm", &c, &conf);
+    assert!(out.status.success(), "{}", show(&out));
+}
