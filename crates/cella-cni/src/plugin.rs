@@ -847,21 +847,29 @@ fn teardown_host(plan: &Plan, host: &mut Netlink, id: &str, ifname: &str) -> Res
         }
     };
     let tag = cnft::tag(id, ifname);
-    keep(cnft::delete_tagged(&tag).map_err(nft_err("nftables")));
     let host_veth = host_veth_name(id, ifname);
-    keep((|| {
-        if let Some(l) = host
-            .link(&host_veth)
-            .map_err(nl_err("look up the host veth"))?
-        {
-            match host.del_link(l.index, &l.name) {
-                Ok(()) => {}
-                Err(e) if e.errno() == Some(libc::ENODEV) => {}
-                Err(e) => return Err(nl_err("delete the veth")(e)),
+    // The nft processes run on a thread while the veth is deleted here: both mostly wait
+    // on the kernel (the veth for an RCU grace period).
+    let (nft_done, veth_done) = std::thread::scope(|s| {
+        let nft = s.spawn(|| cnft::delete_tagged(&tag));
+        let veth = (|| {
+            if let Some(l) = host
+                .link(&host_veth)
+                .map_err(nl_err("look up the host veth"))?
+            {
+                match host.del_link(l.index, &l.name) {
+                    Ok(()) => {}
+                    Err(e) if e.errno() == Some(libc::ENODEV) => {}
+                    Err(e) => return Err(nl_err("delete the veth")(e)),
+                }
             }
-        }
-        Ok(())
-    })());
+            Ok(())
+        })();
+        let nft = nft.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (nft, veth)
+    });
+    keep(nft_done.map_err(nft_err("nftables")));
+    keep(veth_done);
     keep((|| {
         if host
             .alias(&plan.bridge)
