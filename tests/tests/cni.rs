@@ -847,3 +847,55 @@ fn a_mapping_is_reached_from_the_host_itself() {
     let out = lab.cni(&cni_bin(), "DEL", "hm", &c, &conf);
     assert!(out.status.success(), "{}", show(&out));
 }
+
+#[test]
+fn concurrent_adds_get_distinct_addresses_and_all_delete() {
+    if !ready() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let before = lab.snapshot(&[]);
+    let n = 8;
+    let names: Vec<String> = (0..n).map(|_| lab.netns("ccp")).collect();
+    let lab = std::sync::Arc::new(lab);
+    let run = |command: &'static str| -> Vec<Output> {
+        let hs: Vec<_> = names
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| {
+                let lab = lab.clone();
+                let ns = ns.clone();
+                std::thread::spawn(move || {
+                    let map = json!([{ "hostPort": 9000 + i, "containerPort": 80 }]);
+                    let mut conf = bridge_conf("cella-cni", &lab.data, map);
+                    conf["antiSpoof"] = json!(true);
+                    lab.cni(&cni_bin(), command, &format!("par{i}"), &ns, &conf)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    };
+    let mut addrs: Vec<String> = run("ADD")
+        .iter()
+        .map(|o| {
+            ok_json(o)["ips"][0]["address"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), n, "{addrs:?}");
+    for o in run("DEL") {
+        assert!(o.status.success(), "{}", show(&o));
+    }
+    let after = lab.snapshot(&[]);
+    let strip = |s: &str| {
+        s.lines()
+            .filter(|l| !l.contains("last_reserved_ip") && !l.contains("testnet/lock"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(strip(&after), strip(&before));
+}

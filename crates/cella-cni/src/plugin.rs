@@ -725,6 +725,19 @@ fn make_links(
                 })?;
             host.set_alias(l.index, &l.name, BRIDGE_ALIAS)
                 .map_err(nl_err("mark the bridge"))?;
+            // Pin the bridge's MAC to its own: otherwise it takes the lowest of its ports'
+            // and changes as containers come and go (the reference plugin does the same).
+            if let Some(mac) = cella_net::netlink::parse_mac(&l.mac) {
+                host.set_link(
+                    l.index,
+                    &l.name,
+                    &LinkChange {
+                        mac: Some(mac),
+                        ..Default::default()
+                    },
+                )
+                .map_err(nl_err("set the bridge's MAC"))?;
+            }
             l
         }
     };
