@@ -835,6 +835,14 @@ fn a_mapping_is_reached_from_the_host_itself() {
         assert_eq!(connect(&host, to, T).as_deref(), Ok("hello"), "{to}");
         assert!(s.join().unwrap().is_some());
     }
+    // Hairpin: the container reaches its own mapping through the host's address.
+    let s = serve_once(&c, "0.0.0.0:80");
+    assert_eq!(
+        connect(&c, "198.51.100.1:8080", T).as_deref(),
+        Ok("hello"),
+        "hairpin"
+    );
+    assert!(s.join().unwrap().is_some());
     // A mapping limited to one host address answers there only.
     let s = serve_once(&c, "0.0.0.0:81");
     assert_eq!(
