@@ -124,7 +124,7 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<Output, CniError> {
             let ifname = need(&env.ifname, "CNI_IFNAME")?;
             check_ifname(ifname)?;
             need(&env.path, "CNI_PATH")?;
-            let plan = Plan::new(&conf, env)?;
+            let plan = Plan::new(&conf)?;
             match env.command.as_str() {
                 "ADD" => {
                     let netns = need(&env.netns, "CNI_NETNS")?;
@@ -133,7 +133,7 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<Output, CniError> {
                 "DEL" => del(&plan, stdin, env, id, ifname).map(|()| Output::Nothing),
                 _ => {
                     let netns = need(&env.netns, "CNI_NETNS")?;
-                    check(&plan, env, id, ifname, netns).map(|()| Output::Nothing)
+                    check(&plan, id, ifname, netns).map(|()| Output::Nothing)
                 }
             }
         }
@@ -196,7 +196,7 @@ fn invalid(msg: String) -> CniError {
 }
 
 impl Plan {
-    fn new(conf: &NetConf, env: &Env) -> Result<Plan, CniError> {
+    fn new(conf: &NetConf) -> Result<Plan, CniError> {
         if conf.name.is_empty() || conf.name.contains('/') || conf.name.starts_with('.') {
             return Err(invalid(format!(
                 "name: invalid network name {:?} (it names a directory)",
@@ -240,7 +240,6 @@ impl Plan {
             }
             k => Ipam::Plugin(k.into()),
         };
-        let _ = env;
         let mut mappings = Vec::new();
         for (i, m) in conf.runtime_config.port_mappings.iter().enumerate() {
             let field = format!("runtimeConfig.portMappings[{i}]");
@@ -933,8 +932,7 @@ fn check_failed(msg: String) -> CniError {
     CniError::new(Code::CheckFailed, msg)
 }
 
-fn check(plan: &Plan, env: &Env, id: &str, ifname: &str, netns_path: &str) -> Result<(), CniError> {
-    let _ = env;
+fn check(plan: &Plan, id: &str, ifname: &str, netns_path: &str) -> Result<(), CniError> {
     let prev: CniResult = match &plan.conf.prev_result {
         Some(v) => serde_json::from_value(v.clone())
             .map_err(|e| CniError::with_source(Code::Decode, "prevResult", &e))?,
