@@ -907,3 +907,47 @@ fn concurrent_adds_get_distinct_addresses_and_all_delete() {
     };
     assert_eq!(strip(&after), strip(&before));
 }
+
+#[test]
+fn cni_args_ip_requests_an_address_as_host_local_does() {
+    if !ready() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let a = lab.netns("ccr");
+    let b = lab.netns("ccr");
+    let conf = bridge_conf("cella-cni", &lab.data, json!([]));
+    let call = |id: &str, ns: &str, command: &str, args: &str| {
+        let netns = format!("/run/netns/{ns}");
+        lab.call(
+            &cni_bin(),
+            &[
+                ("CNI_COMMAND", command),
+                ("CNI_CONTAINERID", id),
+                ("CNI_NETNS", &netns),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_ARGS", args),
+            ],
+            &conf,
+        )
+    };
+    let r = ok_json(&call(
+        "ra",
+        &a,
+        "ADD",
+        "IgnoreUnknown=1;K8S_POD_NAME=x;IP=10.89.0.42",
+    ));
+    assert_eq!(r["ips"][0]["address"], "10.89.0.42/24");
+    // Taken, out of range, or the gateway: refused, nothing made.
+    let before = lab.snapshot(&[&b]);
+    for ip in ["10.89.0.42", "10.77.0.1", "10.89.0.1"] {
+        let e = error_of(&call("rb", &b, "ADD", &format!("IP={ip}")));
+        assert_eq!(e["code"], 7, "{ip}: {e}");
+        assert!(e["msg"].as_str().unwrap().contains(ip), "{e}");
+        assert_eq!(lab.snapshot(&[&b]), before, "{ip}");
+    }
+    for (id, ns) in [("ra", &a), ("rb", &b)] {
+        let out = call(id, ns, "DEL", "");
+        assert!(out.status.success(), "{}", show(&out));
+    }
+}

@@ -397,6 +397,25 @@ impl HostLocal {
 
     /// Leases one address from each range set to `id`/`ifname`; all or nothing.
     pub fn allocate(&self, id: &str, ifname: &str) -> Result<Vec<Leased>, HostLocalError> {
+        self.allocate_requested(id, ifname, &[])
+    }
+
+    /// Like [`HostLocal::allocate`], but a range set holding one of `requested` (from
+    /// `CNI_ARGS=IP=...`) leases that address or fails, as host-local does.
+    pub fn allocate_requested(
+        &self,
+        id: &str,
+        ifname: &str,
+        requested: &[IpAddr],
+    ) -> Result<Vec<Leased>, HostLocalError> {
+        for ip in requested {
+            if !self.sets.iter().flatten().any(|r| r.contains(*ip)) {
+                return Err(HostLocalError::Invalid {
+                    field: "CNI_ARGS IP".into(),
+                    why: format!("requested address {ip} is in no range of the network"),
+                });
+            }
+        }
         let _lock = self.lock()?;
         let existing = self.leases()?;
         let mut made: Vec<Leased> = Vec::new();
@@ -411,7 +430,13 @@ impl HostLocal {
                         ifname: ifname.into(),
                     });
                 }
-                made.push(self.allocate_in(i, set, id, ifname)?);
+                match requested
+                    .iter()
+                    .find(|ip| set.iter().any(|r| r.contains(**ip)))
+                {
+                    Some(ip) => made.push(self.take(i, set, *ip, id, ifname)?),
+                    None => made.push(self.allocate_in(i, set, id, ifname)?),
+                }
             }
             Ok(())
         })();
@@ -424,6 +449,50 @@ impl HostLocal {
                 Err(e)
             }
         }
+    }
+
+    /// Leases the requested address `ip` of range set `i`.
+    fn take(
+        &self,
+        i: usize,
+        set: &[Range],
+        ip: IpAddr,
+        id: &str,
+        ifname: &str,
+    ) -> Result<Leased, HostLocalError> {
+        let unavailable = |why: &str| HostLocalError::Invalid {
+            field: "CNI_ARGS IP".into(),
+            why: format!("requested address {ip} is not available in range set {i}: {why}"),
+        };
+        let Some(r) = set.iter().find(|r| r.contains(ip)) else {
+            return Err(unavailable("not in its ranges"));
+        };
+        if ip == r.gateway {
+            return Err(unavailable("it is the gateway"));
+        }
+        let path = self.dir.join(ip.to_string());
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&path)
+        {
+            Ok(mut f) => f
+                .write_all(owner(id, ifname).as_bytes())
+                .map_err(io_err("write", &path))?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(unavailable("it is leased"));
+            }
+            Err(e) => return Err(io_err("create", &path)(e)),
+        }
+        Ok(Leased {
+            addr: IpNet {
+                addr: ip,
+                prefix: r.subnet.prefix,
+            },
+            gateway: r.gateway,
+            subnet: r.subnet,
+        })
     }
 
     fn allocate_in(

@@ -450,6 +450,26 @@ fn delegate(
     })
 }
 
+/// The addresses asked for with `CNI_ARGS=...;IP=10.22.0.5[,fd00::5]` (host-local's
+/// convention); other keys are ignored.
+fn requested_ips(env: &Env) -> Result<Vec<IpAddr>, CniError> {
+    let mut out = Vec::new();
+    for kv in env.args.as_deref().unwrap_or_default().split(';') {
+        let Some(("IP", v)) = kv.split_once('=') else {
+            continue;
+        };
+        for ip in v.split(',').filter(|s| !s.is_empty()) {
+            out.push(ip.trim().parse().map_err(|_| {
+                CniError::new(
+                    Code::InvalidEnv,
+                    format!("CNI_ARGS: IP={ip:?} is not an IP address"),
+                )
+            })?);
+        }
+    }
+    Ok(out)
+}
+
 fn ipam_add(
     plan: &Plan,
     env: &Env,
@@ -459,13 +479,18 @@ fn ipam_add(
 ) -> Result<IpamResult, CniError> {
     match &plan.ipam {
         Ipam::HostLocal(h) => {
-            let leased = h.allocate(id, ifname).map_err(|e| match e {
-                HostLocalError::Exhausted { .. } => {
-                    CniError::new(Code::AddressesExhausted, e.to_string())
-                }
-                HostLocalError::Duplicate { .. } => invalid(e.to_string()),
-                other => CniError::with_source(Code::Store, "host-local IPAM", &other),
-            })?;
+            let requested = requested_ips(env)?;
+            let leased = h
+                .allocate_requested(id, ifname, &requested)
+                .map_err(|e| match e {
+                    HostLocalError::Exhausted { .. } => {
+                        CniError::new(Code::AddressesExhausted, e.to_string())
+                    }
+                    HostLocalError::Duplicate { .. } | HostLocalError::Invalid { .. } => {
+                        invalid(e.to_string())
+                    }
+                    other => CniError::with_source(Code::Store, "host-local IPAM", &other),
+                })?;
             Ok(IpamResult {
                 ips: leased.iter().map(|l| (l.addr, Some(l.gateway))).collect(),
                 routes: h.routes.clone(),
