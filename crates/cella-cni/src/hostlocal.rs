@@ -618,6 +618,38 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn allocates_round_robin_skipping_the_gateway_and_releases() {
+        let dir = std::env::temp_dir().join(format!("cella-cni-hl-{}", std::process::id()));
+        let h = parse(
+            &json!({"ranges": [[{"subnet": "10.5.0.0/29", "rangeEnd": "10.5.0.4"}]], "dataDir": dir}),
+            "n",
+        )
+        .unwrap();
+        let ip = |v: Vec<Leased>| v[0].addr.to_string();
+        assert_eq!(ip(h.allocate("a", "eth0").unwrap()), "10.5.0.2/29");
+        assert_eq!(ip(h.allocate("b", "eth0").unwrap()), "10.5.0.3/29");
+        assert!(matches!(
+            h.allocate("a", "eth0"),
+            Err(HostLocalError::Duplicate { .. })
+        ));
+        assert_eq!(h.release("a", "eth0").unwrap().len(), 1);
+        // Round robin: after .3 comes .4, then the freed .2 (the gateway .1 is skipped).
+        assert_eq!(ip(h.allocate("c", "eth0").unwrap()), "10.5.0.4/29");
+        assert_eq!(ip(h.allocate("d", "eth0").unwrap()), "10.5.0.2/29");
+        assert!(matches!(
+            h.allocate("e", "eth0"),
+            Err(HostLocalError::Exhausted { .. })
+        ));
+        let text = fs::read_to_string(dir.join("n/10.5.0.3")).unwrap();
+        assert_eq!(text, "b\r\neth0");
+        assert_eq!(
+            h.find("b", "eth0").unwrap(),
+            vec!["10.5.0.3".parse::<IpAddr>().unwrap()]
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn defaults_and_checks() {
         let h = parse(
             &json!({"type": "host-local", "ranges": [[{"subnet": "10.22.0.0/16"}]], "dataDir": "/x"}),

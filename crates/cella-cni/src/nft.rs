@@ -42,7 +42,8 @@ pub fn tag(id: &str, ifname: &str) -> String {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x100000001b3);
     }
-    format!("{}~{h:016x}/{ifname}", &id[..80.min(id.len())])
+    let head: String = id.chars().take(80).collect();
+    format!("{head}~{h:016x}/{ifname}")
 }
 
 /// A port mapping, checked.
