@@ -757,6 +757,16 @@ fn other_ipam_types_are_delegated_through_cni_path() {
     assert_eq!(res["ips"][0]["interface"], 2);
     let leases = tree(&lab.data.join("leases"));
     assert!(leases.contains("10.89.0.2 = \"dlg\\r\\neth0\""), "{leases}");
+    // The built-in host-local shares the directory with Debian's: it sees that lease
+    // and takes the next address.
+    let c2 = lab.netns("ccd");
+    let mut builtin = conf.clone();
+    builtin["ipam"]["type"] = json!("host-local");
+    builtin["bridge"] = json!("cni1");
+    let r2 = ok_json(&lab.cni(&cni_bin(), "ADD", "dlg2", &c2, &builtin));
+    assert_eq!(r2["ips"][0]["address"], "10.89.0.3/24", "{r2}");
+    let out = lab.cni(&cni_bin(), "DEL", "dlg2", &c2, &builtin);
+    assert!(out.status.success(), "{}", show(&out));
     let out = lab.call(&cni_bin(), &env("DEL"), &conf);
     assert!(out.status.success(), "{}", show(&out));
     assert!(!tree(&lab.data.join("leases")).contains("10.89.0.2 "));
