@@ -904,3 +904,40 @@ pub fn describe_rule(r: &Rule) -> String {
     parts.push(format!("lookup {}", r.table));
     parts.join(" ")
 }
+
+// Additions for the CNI plugin (cella-cni): marking links cella made, so that a later,
+// stateless call can tell them from links someone else made.
+impl Netlink {
+    /// Sets the alias (IFLA_IFALIAS) of link `index` (named `name` in messages).
+    pub fn set_alias(&mut self, index: u32, name: &str, alias: &str) -> Result<(), NetlinkError> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::IfAlias(alias.into()));
+        let op = format!("set alias of link `{name}`");
+        self.ack(RouteNetlinkMessage::SetLink(m), 0, &op)
+    }
+
+    /// The alias (IFLA_IFALIAS) of link `name`; `None` when the link does not exist,
+    /// an empty string when it has no alias.
+    pub fn alias(&mut self, name: &str) -> Result<Option<String>, NetlinkError> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.into()));
+        let op = format!("get link `{name}`");
+        match self.request(RouteNetlinkMessage::GetLink(m), NLM_F_ACK, &op) {
+            Ok(msgs) => Ok(msgs.iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(
+                    l.attributes
+                        .iter()
+                        .find_map(|a| match a {
+                            LinkAttribute::IfAlias(s) => Some(s.clone()),
+                            _ => None,
+                        })
+                        .unwrap_or_default(),
+                ),
+                _ => None,
+            })),
+            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
