@@ -4,7 +4,7 @@ sees the same machine state, and prints a table of medians, ratios and peak RSS.
 import argparse, json, os, resource, shutil, statistics, subprocess, sys, time
 
 
-def make_bundle(path, cella):
+def make_bundle(path, cella, seccomp=None):
     rootfs = os.path.join(path, "rootfs")
     for d in ["bin", "proc", "sys", "dev", "tmp", "etc"]:
         os.makedirs(os.path.join(rootfs, d), exist_ok=True)
@@ -19,6 +19,9 @@ def make_bundle(path, cella):
     cfg["ociVersion"] = "1.0.2"
     cfg["process"]["terminal"] = False
     cfg["process"]["args"] = ["/bin/true"]
+    if seccomp:
+        with open(seccomp) as f:
+            cfg["linux"]["seccomp"] = json.load(f)
     with open(cfg_path, "w") as f:
         json.dump(cfg, f)
 
@@ -28,6 +31,9 @@ def one(runtime, root, bundle, cid, mode):
     base = [runtime, "--root", root]
     dn = subprocess.DEVNULL
     t = time.perf_counter_ns()
+    if mode == "run+seccomp":
+        bundle = bundle + "-seccomp"
+        mode = "run"
     if mode == "lifecycle":
         subprocess.run(base + ["create", "--bundle", bundle, cid], check=True, stdout=dn, stderr=dn)
         subprocess.run(base + ["start", cid], check=True, stdout=dn)
@@ -50,6 +56,7 @@ def peak_rss_kib(runtime, root, bundle, rss_run):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--make-bundle")
+    ap.add_argument("--seccomp", help="an OCI seccomp profile for the run+seccomp column")
     ap.add_argument("--cella")
     ap.add_argument("--bundle")
     ap.add_argument("--work")
@@ -59,32 +66,33 @@ def main():
     a = ap.parse_args()
     if a.make_bundle:
         make_bundle(a.make_bundle, a.cella)
+        if a.seccomp:
+            make_bundle(a.make_bundle + "-seccomp", a.cella, a.seccomp)
         return
     runtimes = [r.split("=", 1) for r in a.runtimes]
-    times = {(name, m): [] for name, _ in runtimes for m in ("lifecycle", "run")}
+    modes = ("lifecycle", "run") + (("run+seccomp",) if os.path.isdir(a.bundle + "-seccomp") else ())
+    times = {(name, m): [] for name, _ in runtimes for m in modes}
     roots = {}
     for name, path in runtimes:
         roots[name] = os.path.join(a.work, "root-" + name)
         # Warm up page cache and any one-time setup.
-        for m in ("lifecycle", "run"):
+        for m in modes:
             for i in range(3):
                 one(path, roots[name], a.bundle, f"warm-{m}-{i}", m)
     for i in range(a.n):
-        for m in ("lifecycle", "run"):
+        for m in modes:
             for name, path in runtimes:
                 times[(name, m)].append(one(path, roots[name], a.bundle, f"b{i}", m))
     rss = {name: peak_rss_kib(path, roots[name], a.bundle, a.rss_run) for name, path in runtimes}
     base = "crun" if any(n == "crun" for n, _ in runtimes) else runtimes[0][0]
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"\n{a.n} iterations each, interleaved; medians in ms; ratio = runtime / {base}\n")
-    print("| runtime | create+start+delete | ratio | run | ratio | peak RSS (MiB) | ratio |")
-    print("|---|---|---|---|---|---|---|")
+    heads = {"lifecycle": "create+start+delete", "run": "run", "run+seccomp": "run, Docker-like seccomp"}
+    print("| runtime | " + " | ".join(f"{heads[m]} | ratio" for m in modes) + " | peak RSS (MiB) | ratio |")
+    print("|---" * (2 * len(modes) + 3) + "|")
     for name, _ in runtimes:
-        l, r = med[(name, "lifecycle")], med[(name, "run")]
-        print(
-            f"| {name} | {l:.2f} | {l / med[(base, 'lifecycle')]:.2f}x | {r:.2f} | "
-            f"{r / med[(base, 'run')]:.2f}x | {rss[name] / 1024:.1f} | {rss[name] / max(rss[base], 1):.2f}x |"
-        )
+        cells = [f"{med[(name, m)]:.2f} | {med[(name, m)] / med[(base, m)]:.2f}x" for m in modes]
+        print(f"| {name} | " + " | ".join(cells) + f" | {rss[name] / 1024:.1f} | {rss[name] / max(rss[base], 1):.2f}x |")
 
 
 if __name__ == "__main__":

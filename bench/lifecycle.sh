@@ -2,6 +2,7 @@
 # Container lifecycle latency, cella vs crun vs runc, side by side in one run:
 #   (a) create + start + delete of a container running /bin/true
 #   (b) run of the same container
+#   (c) run of it with a Docker-like seccomp profile (the same JSON for every runtime)
 # Prints medians, ratios against crun, and each runtime's peak RSS.
 #
 # Usage: sudo bench/lifecycle.sh [ITERATIONS]   (default 200)
@@ -20,7 +21,8 @@ cargo build --release --quiet -p cella
 work=$(mktemp -d /tmp/cella-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 gcc -O2 -o "$work/rss-run" bench/rss-run.c
-python3 bench/lifecycle.py --make-bundle "$work/bundle" --cella target/release/cella
+python3 bench/lifecycle.py --make-bundle "$work/bundle" --cella target/release/cella \
+  --seccomp crates/cella-seccomp/tests/data/docker-like.json
 : > "$work/empty"
 run_private() {
   unshare -m --propagation private sh -c '
