@@ -767,14 +767,28 @@ fn runtime_binary_is_not_reachable_from_the_container() {
     c.ok(["start", &id]);
     wait_status(&c, &id, "running");
     let fd = std::os::fd::AsRawFd::as_raw_fd(&handle);
-    let mut w = fs::OpenOptions::new()
-        .append(true)
-        .open(format!("/proc/self/fd/{fd}"))
-        .unwrap();
-    // One byte appended: were the protection gone, it would land at the end of the
-    // test's own cella build, where an ELF file ignores it.
-    let err = std::io::Write::write_all(&mut w, b"\n").unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+    let through = format!("/proc/self/fd/{fd}");
+    // What the handle reaches lies on a read-only mount...
+    let cpath = std::ffi::CString::new(through.clone()).unwrap();
+    // SAFETY: `st` is a live statvfs the kernel fills in; `cpath` is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::statvfs(cpath.as_ptr(), &mut st) }, 0);
+    assert!(
+        st.f_flag & libc::ST_RDONLY != 0,
+        "init's exe is on a writable mount"
+    );
+    // ...so reopening it to append a byte fails: EROFS, or ETXTBSY first while another
+    // cella runs from it. Were the protection gone, the byte would land at the end of
+    // the test's own cella build, where an ELF file ignores it.
+    let err = match fs::OpenOptions::new().append(true).open(&through) {
+        Err(e) => e,
+        Ok(mut w) => std::io::Write::write_all(&mut w, b"\n").unwrap_err(),
+    };
+    assert!(
+        matches!(err.raw_os_error(), Some(libc::EROFS | libc::ETXTBSY)),
+        "{err}"
+    );
     c.ok(["delete", "--force", &id]);
 }
 

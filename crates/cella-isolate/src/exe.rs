@@ -4,58 +4,74 @@
 //! `/proc/<init>/exe` points at the runtime binary. A process in the container that
 //! opens that link (or execs `/proc/self/exe` as init's program) could get a writable
 //! handle to the host binary. Before cloning anything into a container, the commands
-//! that do so (`create`, `run`) re-execute themselves from a sealed in-memory copy: its
-//! `exe` link points at the copy, which cannot be written (F_SEAL_WRITE), grown or
-//! shrunk, and nothing on the host is reachable through it.
+//! that do so (`create`, `run`) make sure they run from a binary on a read-only mount:
+//!
+//! - if the installed binary already sits on a read-only mount, nothing is done;
+//! - otherwise they re-execute themselves from a cached copy under `/run/cella/exe`,
+//!   bind-mounted read-only onto itself. Any write through `/proc/<pid>/exe` then fails
+//!   with EROFS. The copy is made once per build of the binary (keyed by its device,
+//!   inode, size and mtime), not on every command: copying a few megabytes into a
+//!   memfd each time cost about as much as the rest of `create`.
 //!
 //! Other commands never re-execute: they do not put a process in a container.
 
 use crate::sys;
 use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
-/// The name the sealed copy carries; `/proc/self/exe` reads `/memfd:<NAME> (deleted)`.
-const MEMFD_NAME: &std::ffi::CStr = c"cella-sealed";
+/// Where the read-only copies live.
+pub const CACHE_DIR: &str = "/run/cella/exe";
 
-/// Errors of making the protected copy.
+/// Errors of protecting the binary.
 #[derive(Debug, thiserror::Error)]
 pub enum ExeError {
     /// A step failed.
-    #[error("protect the runtime binary: {step}")]
+    #[error("protect the runtime binary: {step} `{}`", path.display())]
     Step {
         /// What was being done.
         step: &'static str,
+        /// On what.
+        path: PathBuf,
         /// Why it failed.
         #[source]
         source: io::Error,
     },
 }
 
-fn step(step: &'static str) -> impl FnOnce(io::Error) -> ExeError {
-    move |source| ExeError::Step { step, source }
+fn step(step: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ExeError {
+    let path = path.to_owned();
+    move |source| ExeError::Step { step, path, source }
 }
 
-/// True when this process runs from the sealed copy.
+/// True when `path` lies on a read-only mount.
+fn on_readonly_mount(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: `st` is a live statvfs the kernel fills in; `c` is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    r == 0 && st.f_flag & libc::ST_RDONLY != 0
+}
+
+/// True when this process's binary cannot be written through `/proc/self/exe`.
 pub fn is_protected() -> bool {
-    std::fs::read_link("/proc/self/exe")
-        .map(|p| {
-            p.as_os_str()
-                .as_encoded_bytes()
-                .starts_with(b"/memfd:cella-sealed")
-        })
-        .unwrap_or(false)
+    on_readonly_mount(Path::new("/proc/self/exe"))
 }
 
-/// Re-executes this process, with the same arguments and environment, from a sealed
-/// in-memory copy of its binary, unless it already runs from one. Returns only when
-/// the process is already protected, or with an error.
+/// Makes sure this process runs from a binary on a read-only mount, re-executing it
+/// (same arguments and environment) from the cached read-only copy when needed.
+/// Returns only when the process is protected, or with an error.
 pub fn ensure_protected() -> Result<(), ExeError> {
     if is_protected() {
         return Ok(());
     }
-    let copy = sealed_copy()?;
+    let copy = cached_copy(Path::new(CACHE_DIR))?;
     let args: Vec<CString> = std::env::args_os().map(cstring).collect();
     let env: Vec<CString> = std::env::vars_os()
         .map(|(k, v)| {
@@ -69,21 +85,12 @@ pub fn ensure_protected() -> Result<(), ExeError> {
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
     envp.push(std::ptr::null());
-    // SAFETY: `copy` is an open memfd holding an ELF image; argv and envp are
-    // NULL-terminated arrays of pointers into `args` and `env`, alive across the call.
-    unsafe {
-        libc::syscall(
-            libc::SYS_execveat,
-            copy.as_raw_fd(),
-            c"".as_ptr(),
-            argv.as_ptr(),
-            envp.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        )
-    };
+    let path = cstring(copy.clone().into_os_string());
+    let err = sys::execve(&path, &argv, &envp);
     Err(ExeError::Step {
-        step: "execveat of the sealed copy",
-        source: io::Error::last_os_error(),
+        step: "execve the read-only copy",
+        path: copy,
+        source: err,
     })
 }
 
@@ -93,42 +100,80 @@ fn cstring(s: OsString) -> CString {
     CString::new(v).expect("NULs removed")
 }
 
-/// A memfd holding a copy of /proc/self/exe, sealed against every change.
-fn sealed_copy() -> Result<OwnedFd, ExeError> {
-    let src =
-        sys::open(c"/proc/self/exe", libc::O_RDONLY, 0).map_err(step("open /proc/self/exe"))?;
-    // SAFETY: MEMFD_NAME is a NUL-terminated static string; flags are integers.
-    let fd = unsafe {
-        libc::memfd_create(
-            MEMFD_NAME.as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        )
-    };
-    let fd = sys::check(fd).map_err(step("memfd_create"))?;
-    // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
-    let memfd = unsafe { OwnedFd::from_raw_fd(fd) };
-    loop {
-        // SAFETY: both descriptors are open; a null offset uses and advances the file
-        // positions.
-        let n = unsafe {
-            libc::sendfile(
-                memfd.as_raw_fd(),
-                src.as_raw_fd(),
-                std::ptr::null_mut(),
-                1 << 30,
-            )
-        };
-        match n {
-            0 => break,
-            n if n > 0 => continue,
-            _ => return Err(step("copy the binary")(io::Error::last_os_error())),
+/// The read-only copy of this binary under `dir`, made (once) if missing.
+pub fn cached_copy(dir: &Path) -> Result<PathBuf, ExeError> {
+    let me =
+        std::fs::metadata("/proc/self/exe").map_err(step("stat", Path::new("/proc/self/exe")))?;
+    let name = format!(
+        "cella-{:x}-{:x}-{:x}-{:x}",
+        me.dev(),
+        me.ino(),
+        me.size(),
+        me.mtime()
+    );
+    let copy = dir.join(&name);
+    if on_readonly_mount(&copy) {
+        return Ok(copy);
+    }
+    std::fs::create_dir_all(dir).map_err(step("create", dir))?;
+    // One maker at a time; the others find the copy ready once they get the lock.
+    let lock_path = dir.join(".lock");
+    let lock = std::fs::File::create(&lock_path).map_err(step("create", &lock_path))?;
+    // SAFETY: flock on a descriptor owned by `lock` for the duration of the call.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(step("lock", &lock_path)(io::Error::last_os_error()));
+    }
+    if on_readonly_mount(&copy) {
+        return Ok(copy);
+    }
+    // Copies left by earlier builds: detach their mounts (running processes keep what
+    // they mapped) and remove them.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p != copy && e.file_name().as_encoded_bytes().starts_with(b"cella-") {
+                if let Ok(c) = CString::new(p.as_os_str().as_encoded_bytes()) {
+                    // SAFETY: `c` is NUL-terminated and alive for the call.
+                    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+                }
+                let _ = std::fs::remove_file(&p);
+            }
         }
     }
-    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
-    // SAFETY: F_ADD_SEALS takes an integer argument on an open memfd.
-    sys::check(unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, seals) })
-        .map_err(step("seal the copy"))?;
-    Ok(memfd)
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::copy("/proc/self/exe", &tmp).map_err(step("copy the binary to", &tmp))?;
+    std::fs::rename(&tmp, &copy).map_err(step("rename", &copy))?;
+    let c = CString::new(copy.as_os_str().as_encoded_bytes())
+        .map_err(|_| step("name", &copy)(io::Error::from(io::ErrorKind::InvalidInput)))?;
+    let flags = libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+    // SAFETY: source and target are the same NUL-terminated path, alive for the calls;
+    // a bind mount then its read-only remount touch no memory of ours.
+    let r = unsafe {
+        let r = libc::mount(
+            c.as_ptr(),
+            c.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        );
+        if r == 0 {
+            libc::mount(
+                std::ptr::null(),
+                c.as_ptr(),
+                std::ptr::null(),
+                flags | libc::MS_REMOUNT,
+                std::ptr::null(),
+            )
+        } else {
+            r
+        }
+    };
+    if r != 0 {
+        let e = io::Error::last_os_error();
+        let _ = std::fs::remove_file(&copy);
+        return Err(step("bind-mount read-only", &copy)(e));
+    }
+    Ok(copy)
 }
 
 #[cfg(test)]
@@ -136,18 +181,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sealed_copy_refuses_writes() {
-        let fd = sealed_copy().unwrap();
-        // SAFETY: writing from a live one-byte buffer to an open descriptor.
-        let n = unsafe { libc::write(fd.as_raw_fd(), b"x".as_ptr().cast(), 1) };
-        assert_eq!(n, -1);
-        assert_eq!(io::Error::last_os_error().raw_os_error(), Some(libc::EPERM));
-        // Reopened for writing through /proc (what an attacker in the container would
-        // do with /proc/<init>/exe), every write still fails.
-        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-        let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-        let err = std::io::Write::write_all(&mut f, b"#!/bin/sh\n").unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
-        assert!(!is_protected());
+    fn cached_copy_is_read_only_and_reused() {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(std::env::var("CI").is_err(), "needs root under CI");
+            eprintln!("SKIPPED: needs root");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("cella-exe-test-{}", std::process::id()));
+        let copy = cached_copy(&dir).unwrap();
+        assert!(on_readonly_mount(&copy));
+        // What an attacker in the container would do with /proc/<init>/exe.
+        let err = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&copy)
+            .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+        // The same build reuses the copy: same inode.
+        let again = cached_copy(&dir).unwrap();
+        assert_eq!(again, copy);
+        let c = CString::new(copy.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: `c` is NUL-terminated and alive for the call.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(!is_protected(), "the test binary sits on a writable mount");
     }
 }
