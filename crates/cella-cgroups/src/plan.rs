@@ -724,7 +724,7 @@ mod tests {
             serde_json::from_str(r#"{"memory":{"kernelTCP":1048576}}"#).unwrap();
         assert_eq!(
             cg.plan(&res).unwrap_err().to_string(),
-            "linux.resources.memory.kernelTCP: is not supported on cgroup v2"
+            "linux.resources.memory.kernelTCP: not supported on cgroup v2"
         );
     }
 

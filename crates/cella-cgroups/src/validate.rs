@@ -122,10 +122,7 @@ pub fn validate(res: &LinuxResources, layout: Layout) -> Result<(), CgroupError>
                 ));
             }
             if v2 && k != 0 {
-                return Err(bad(
-                    "memory.kernelTCP",
-                    "is not supported on cgroup v2".into(),
-                ));
+                return Err(bad("memory.kernelTCP", "not supported on cgroup v2".into()));
             }
         }
         if let Some(s) = m.swappiness() {
@@ -138,14 +135,14 @@ pub fn validate(res: &LinuxResources, layout: Layout) -> Result<(), CgroupError>
             if v2 {
                 return Err(bad(
                     "memory.swappiness",
-                    "is not supported on cgroup v2".into(),
+                    "not supported on cgroup v2".into(),
                 ));
             }
         }
         if m.disable_oom_killer() == Some(true) && v2 {
             return Err(bad(
                 "memory.disableOOMKiller",
-                "is not supported on cgroup v2".into(),
+                "not supported on cgroup v2".into(),
             ));
         }
     }
@@ -237,7 +234,7 @@ pub fn validate(res: &LinuxResources, layout: Layout) -> Result<(), CgroupError>
             if v2 && w != 0 {
                 return Err(bad(
                     "blockIO.leafWeight",
-                    "is not supported on cgroup v2".into(),
+                    "not supported on cgroup v2".into(),
                 ));
             }
         }
@@ -264,7 +261,7 @@ pub fn validate(res: &LinuxResources, layout: Layout) -> Result<(), CgroupError>
             if d.leaf_weight().is_some() && v2 {
                 return Err(bad(
                     &format!("{f}.leafWeight"),
-                    "is not supported on cgroup v2".into(),
+                    "not supported on cgroup v2".into(),
                 ));
             }
         }

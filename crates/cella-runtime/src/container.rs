@@ -567,8 +567,16 @@ fn spawn(
             .filter(|_| into_cgroup)
             .map(|f| std::os::fd::AsFd::as_fd(f)),
     )
-    .map_err(|e| Error::Sys("clone", e))?
-    {
+    .map_err(|source| match (&cg, into_cgroup) {
+        // Cloned straight into the cgroup, the new process counts against its limits:
+        // say which cgroup refused it.
+        (Some(c), true) => Error::Io {
+            op: "clone into cgroup (check its pids.max)",
+            path: c.unified_dir().map(Path::to_path_buf).unwrap_or_default(),
+            source,
+        },
+        _ => Error::Sys("clone", source),
+    })? {
         Forked::Child => {
             drop(parent);
             init::child_main(plan, &cx)
