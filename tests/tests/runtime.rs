@@ -1151,3 +1151,51 @@ fn debug_prints_the_plan_and_log_gets_json_errors() {
     assert_eq!(line["msg"], "container \"nope\" does not exist");
     assert!(line["time"].as_str().unwrap().ends_with('Z'));
 }
+
+#[test]
+fn cgroup_namespace_is_rooted_at_the_container_cgroup() {
+    if !require_root() {
+        return;
+    }
+    let c = Cella::new();
+    // Both ways in: one clone3, and the joining path (time offsets need it).
+    for joining in [false, true] {
+        let mut b = sh_bundle("cgns", "cat /proc/self/cgroup; sleep 100");
+        if joining {
+            add_ns(&mut b, "time");
+            b.config["linux"]["timeOffsets"] = json!({"boottime": {"secs": 1}});
+        }
+        b.save();
+        let id = unique("cgns");
+        c.ok(["run", "-d", "--bundle", b.dir.to_str().unwrap(), &id]);
+        let pid = state(&c, &id)["pid"].as_i64().unwrap();
+        // From the host: init is in the container's cgroup in every hierarchy...
+        let host = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        for line in host.lines() {
+            assert!(
+                line.ends_with(&format!("/cella/{id}")),
+                "joining={joining}: {line}\n{host}"
+            );
+        }
+        // ...and from inside, that cgroup is the root of its cgroup namespace.
+        let inside_ns = fs::read_link(format!("/proc/{pid}/ns/cgroup")).unwrap();
+        assert_ne!(inside_ns, fs::read_link("/proc/self/ns/cgroup").unwrap());
+        // /proc/<pid>/cgroup read from inside the container's cgroup namespace.
+        let out = Command::new("nsenter")
+            .args([
+                "-t",
+                &pid.to_string(),
+                "-C",
+                "cat",
+                &format!("/proc/{pid}/cgroup"),
+            ])
+            .output()
+            .unwrap();
+        let inside = String::from_utf8_lossy(&out.stdout);
+        assert!(!inside.is_empty(), "{}", show(&out));
+        for line in inside.lines() {
+            assert!(line.ends_with(":/"), "joining={joining}: {line}\n{inside}");
+        }
+        c.ok(["delete", "--force", &id]);
+    }
+}

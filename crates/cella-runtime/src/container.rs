@@ -538,18 +538,6 @@ fn spawn(
     };
     let rootfs_c =
         CString::new(st.rootfs.as_os_str().as_encoded_bytes()).expect("paths have no NUL");
-    let cx = InitContext {
-        channel: &child,
-        fifo: &fifo,
-        close_now: &[lock_fd],
-        id: &st.id,
-        bundle: &bundle,
-        preserve_fds: opts.preserve_fds,
-        fast,
-        new_keyring: !opts.no_new_keyring,
-        console: console_socket.as_ref().map(|s| (s, rootfs_c.as_c_str())),
-    };
-    let flags = if fast { plan.new_ns as u64 } else { 0 };
     // On cgroup v2, spawn straight into the cgroup: no migration, no global rwsem.
     let cg = st.cgroup.clone();
     let cg_fd = match &cg {
@@ -560,6 +548,25 @@ fn spawn(
         && cg
             .as_ref()
             .is_some_and(|c| c.layout == cella_cgroups::Layout::Unified);
+    // The cgroup namespace must be rooted at the container's cgroup: created at clone
+    // time only when init is cloned straight into it, else by init once it is there.
+    let late_cgroupns = plan.new_ns & libc::CLONE_NEWCGROUP != 0 && !(fast && into_cgroup);
+    let cx = InitContext {
+        channel: &child,
+        fifo: &fifo,
+        close_now: &[lock_fd],
+        id: &st.id,
+        bundle: &bundle,
+        preserve_fds: opts.preserve_fds,
+        fast,
+        new_keyring: !opts.no_new_keyring,
+        console: console_socket.as_ref().map(|s| (s, rootfs_c.as_c_str())),
+        late_cgroupns,
+    };
+    let mut flags = if fast { plan.new_ns as u64 } else { 0 };
+    if late_cgroupns {
+        flags &= !(libc::CLONE_NEWCGROUP as u64);
+    }
     let first = match sys::clone_fork(
         flags,
         cg_fd

@@ -40,6 +40,9 @@ pub struct InitContext<'a> {
     pub new_keyring: bool,
     /// With `process.terminal`: the connected console socket and the rootfs path.
     pub console: Option<(&'a OwnedFd, &'a CStr)>,
+    /// Unshare the cgroup namespace in init, once it is in its cgroup (it was not
+    /// created at clone time).
+    pub late_cgroupns: bool,
 }
 
 /// A failed step: errno plus a fixed-size description.
@@ -93,7 +96,10 @@ fn join_then_fork(plan: &InitPlan, cx: &InitContext<'_>) -> Step<std::convert::I
         sys::unshare(libc::CLONE_NEWUSER).map_err(fail("unshare", b"user namespace"))?;
         userns_handshake(cx)?;
     }
-    let rest = plan.new_ns & !libc::CLONE_NEWUSER;
+    let mut rest = plan.new_ns & !libc::CLONE_NEWUSER;
+    if cx.late_cgroupns {
+        rest &= !libc::CLONE_NEWCGROUP;
+    }
     if rest != 0 {
         sys::unshare(rest).map_err(fail("unshare", b"namespaces"))?;
     }
@@ -162,6 +168,9 @@ fn init_main(plan: &InitPlan, cx: &InitContext<'_>) -> Step<std::convert::Infall
         .map_err(fail("send", b"NeedCgroup"))?;
     ch.expect(Message::Continue)
         .map_err(fail("wait for", b"the cgroup"))?;
+    if cx.late_cgroupns {
+        sys::unshare(libc::CLONE_NEWCGROUP).map_err(fail("unshare", b"cgroup namespace"))?;
+    }
     if let Some(h) = &plan.hostname {
         sys::sethostname(h).map_err(fail("sethostname", h))?;
     }
