@@ -1199,3 +1199,22 @@ fn cgroup_namespace_is_rooted_at_the_container_cgroup() {
         c.ok(["delete", "--force", &id]);
     }
 }
+
+#[test]
+fn home_from_the_containers_passwd_unless_set() {
+    if !require_root() {
+        return;
+    }
+    // As with runc: the user's entry in the container's /etc/passwd, else "/", and the
+    // config wins when it sets HOME.
+    let mut b = sh_bundle("home", "echo $HOME");
+    b.config["process"]["env"] = json!(["PATH=/bin"]);
+    b.save();
+    assert_eq!(Cella::new().run_ok(&b), "/root\n");
+    b.config["process"]["user"] = json!({"uid": 4242, "gid": 4242});
+    b.save();
+    assert_eq!(Cella::new().run_ok(&b), "/\n");
+    b.config["process"]["env"] = json!(["PATH=/bin", "HOME=/tmp"]);
+    b.save();
+    assert_eq!(Cella::new().run_ok(&b), "/tmp\n");
+}

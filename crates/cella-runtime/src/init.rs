@@ -242,6 +242,7 @@ fn init_main(plan: &InitPlan, cx: &InitContext<'_>) -> Step<std::convert::Infall
     }
     let p = &plan.process;
     let exe = find_program(p)?;
+    let home = home_if_unset(p);
     set_process_attrs(p)?;
     sys::chdir(&p.cwd).map_err(fail("chdir to process.cwd", p.cwd.to_bytes()))?;
     check_cwd_inside()?;
@@ -290,6 +291,7 @@ fn init_main(plan: &InitPlan, cx: &InitContext<'_>) -> Step<std::convert::Infall
     let envp: Vec<*const libc::c_char> = p
         .env
         .iter()
+        .chain(home.as_ref())
         .map(|a| a.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
         .collect();
@@ -350,6 +352,25 @@ fn setgroups_allowed() -> bool {
     std::fs::read_to_string("/proc/self/setgroups")
         .map(|s| s.trim() == "allow")
         .unwrap_or(true)
+}
+
+/// `HOME=<dir>` for the process's user when the config does not set HOME, as runc and
+/// crun do: the user's entry in the container's /etc/passwd, else `/`. Runs after
+/// pivot_root, so the file read is the container's.
+fn home_if_unset(p: &ProcessPlan) -> Option<CString> {
+    if p.env.iter().any(|e| e.to_bytes().starts_with(b"HOME=")) {
+        return None;
+    }
+    let uid = p.user.uid.to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let home = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 6 && f[2] == uid)
+        .map(|f| f[5].to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "/".to_owned());
+    CString::new(format!("HOME={home}")).ok()
 }
 
 /// Resolves args[0] inside the container the way execvp would, so a missing program is
