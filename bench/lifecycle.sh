@@ -24,12 +24,16 @@ gcc -O2 -o "$work/rss-run" bench/rss-run.c
 python3 bench/lifecycle.py --make-bundle "$work/bundle" --cella target/release/cella \
   --seccomp crates/cella-seccomp/tests/data/docker-like.json
 : > "$work/empty"
+# State roots on a tmpfs, as /run is on real hosts: on a disk filesystem every
+# rename-over of a state file waits for a data flush (ext4 auto_da_alloc).
+mkdir -p "$work/state"
 run_private() {
   unshare -m --propagation private sh -c '
     if [ -e /sys/fs/cgroup/unified/cgroup.controllers ]; then
       mount --bind "$1" /sys/fs/cgroup/unified/cgroup.controllers
     fi
-    shift; exec "$@"' sh "$work/empty" "$@"
+    mount -t tmpfs -o mode=0700 tmpfs "$2"
+    shift 2; exec "$@"' sh "$work/empty" "$work/state" "$@"
 }
-run_private python3 bench/lifecycle.py --bundle "$work/bundle" --work "$work" -n "$n" --rss-run "$work/rss-run" \
+run_private python3 bench/lifecycle.py --bundle "$work/bundle" --work "$work/state" -n "$n" --rss-run "$work/rss-run" \
   cella="$PWD/target/release/cella" crun="$(command -v crun)" runc="$(command -v runc)"
