@@ -199,6 +199,21 @@ fn update_memory_pids_and_cpu_shares() {
     c.ok(["update", "--memory", "64m", &id]);
     assert_eq!(read_trim(mem.join("memory.limit_in_bytes")), "67108864");
 
+    // Swap alone is checked against the current limit: below it is refused.
+    c.ok(["update", "--memory-swap", "128m", &id]);
+    assert_eq!(
+        read_trim(mem.join("memory.memsw.limit_in_bytes")),
+        "134217728"
+    );
+    assert_eq!(read_trim(mem.join("memory.limit_in_bytes")), "67108864");
+    let out = c.output(["update", "--memory-swap", "32m", &id]);
+    assert!(!out.status.success(), "memory+swap below memory accepted");
+    assert!(stderr(&out).contains("memory.swap"), "{}", show(&out));
+    assert_eq!(
+        read_trim(mem.join("memory.memsw.limit_in_bytes")),
+        "134217728"
+    );
+
     // A limit below one page is refused, naming the field, and nothing changes.
     let out = c.output(["update", "--memory", "1000", "--pids-limit", "9", &id]);
     assert!(!out.status.success(), "memory 1000 accepted");
@@ -278,4 +293,46 @@ fn update_memory_pids_and_cpu_shares() {
     );
     c.ok(["delete", "--force", &id]);
     assert!(!mem.exists(), "cgroup left behind");
+}
+
+#[test]
+fn events_stream_reports_oom_kills() {
+    if !require_root() {
+        return;
+    }
+    let c = Cella::new();
+    // A subshell fills its memory once /go exists; the OOM killer ends it, init lives.
+    let script = "while [ ! -e /go ]; do sleep 0.05; done; \
+                  (x=$(head -c 200000000 /dev/zero | tr '\\0' a)); sleep 1000";
+    let mut b = Bundle::new("oom", &["sh", "-c", script]);
+    b.config["linux"]["resources"]["memory"] = serde_json::json!({"limit": 16 << 20});
+    b.save();
+    let id = unique("oom");
+    c.ok(["run", "--detach", "--bundle", b.dir.to_str().unwrap(), &id]);
+    let mut child = c
+        .cmd(["events", "--interval", "100ms", &id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["type"], "stats");
+    fs::write(b.rootfs().join("go"), "").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = false;
+    while Instant::now() < deadline {
+        let l = lines.next().expect("stream ended early").unwrap();
+        let ev: Value = serde_json::from_str(&l).unwrap();
+        if ev["type"] == "oom" {
+            assert_eq!(ev["id"], id.as_str());
+            seen = true;
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen, "no oom event within 20s");
+    assert_eq!(status(&c, &id), "running", "init was the OOM victim");
+    c.ok(["delete", "--force", &id]);
 }

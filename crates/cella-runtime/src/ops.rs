@@ -95,7 +95,8 @@ impl Runtime {
 
     /// Calls `emit` with a stats event every `interval` until the container stops or
     /// is deleted (then returns Ok) or `emit` returns false. The first event comes at
-    /// once.
+    /// once. An OOM kill seen since the last sample comes first as runc's
+    /// `{"type":"oom","id":ID}`.
     pub fn watch_stats(
         &self,
         id: &str,
@@ -103,9 +104,17 @@ impl Runtime {
         mut emit: impl FnMut(Value) -> bool,
     ) -> Result<()> {
         // The container must exist when the stream starts.
-        self.open_loaded(id, false)?;
+        let (_, st, _) = self.open_loaded(id, false)?;
+        let mut ooms = st.cgroup.as_ref().map_or(0, oom_kills);
         loop {
-            match self.stats_event(id) {
+            let sample = self.stats_event(id);
+            // Checked on the last round too: an OOM kill of init ends the container.
+            let now = st.cgroup.as_ref().map_or(0, oom_kills);
+            if now > ooms && !emit(serde_json::json!({"type": "oom", "id": id})) {
+                return Ok(());
+            }
+            ooms = now;
+            match sample {
                 Ok(ev) => {
                     if !emit(ev) {
                         return Ok(());
@@ -177,6 +186,25 @@ fn with_current_limit(cg: &cella_cgroups::Cgroup, res: &LinuxResources) -> Linux
         }
     }
     res
+}
+
+/// How many processes the OOM killer has killed in the cgroup (v1 memory.oom_control
+/// or v2 memory.events `oom_kill`); 0 when unknown.
+fn oom_kills(cg: &cella_cgroups::Cgroup) -> u64 {
+    let file = match (cg.v1_dir("memory"), cg.unified_dir()) {
+        (Some(d), _) => d.join("memory.oom_control"),
+        (None, Some(d)) => d.join("memory.events"),
+        _ => return 0,
+    };
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("oom_kill ")
+                    .and_then(|n| n.trim().parse().ok())
+            })
+        })
+        .unwrap_or(0)
 }
 
 /// The `runc events` JSON of one stats sample.
