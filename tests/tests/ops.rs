@@ -247,11 +247,20 @@ fn update_memory_pids_and_cpu_shares() {
     let shares_before = read_trim(cpu.join("cpu.shares"));
     assert_ne!(shares_before, "512");
 
-    // --resources from a file.
+    // --resources from a file. Device rules in it are ignored (as runc does).
+    let devices = read_trim(v1_dir("devices", &id).join("devices.list"));
     let file = b.dir.join("resources.json");
-    fs::write(&file, r#"{"cpu":{"shares":512}}"#).unwrap();
+    fs::write(
+        &file,
+        r#"{"cpu":{"shares":512},"devices":[{"allow":false,"access":"rwm"}]}"#,
+    )
+    .unwrap();
     c.ok(["update", "--resources", file.to_str().unwrap(), &id]);
     assert_eq!(read_trim(cpu.join("cpu.shares")), "512");
+    assert_eq!(
+        read_trim(v1_dir("devices", &id).join("devices.list")),
+        devices
+    );
     assert_eq!(read_trim(mem.join("memory.limit_in_bytes")), "67108864");
 
     // pids: the limit is written and a burst of forks is capped by it.

@@ -145,7 +145,9 @@ impl Runtime {
 
     /// Changes the limits of a created, running or paused container. Every value is
     /// validated against the host before the first write, so a bad one changes
-    /// nothing. Only the fields set in `res` are written.
+    /// nothing. Only the fields set in `res` are written. Device rules are ignored, as
+    /// runc's update does: engines send the whole `linux.resources`, and a rule list
+    /// without cella's default devices would cut the container off /dev/null.
     pub fn update(&self, id: &str, res: &LinuxResources) -> Result<()> {
         let (_locked, st, status) = self.open_loaded(id, true)?;
         if matches!(status, Status::Stopped | Status::Creating) {
@@ -160,7 +162,8 @@ impl Runtime {
             status,
             "cannot update a container without a cgroup (the hierarchy was not delegated)",
         )?;
-        let res = with_current_limit(cg, res);
+        let mut res = with_current_limit(cg, res);
+        res.set_devices(None);
         cg.apply(&res)?;
         Ok(())
     }
