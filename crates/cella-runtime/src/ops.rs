@@ -345,6 +345,30 @@ mod tests {
     }
 
     #[test]
+    fn every_runtime_spec_resource_key_is_known() {
+        // What engines send: the whole runtime-spec LinuxResources.
+        let full = br#"{
+            "devices": [{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}],
+            "memory": {"limit": 67108864, "reservation": 1, "swap": 67108864, "kernel": 0,
+                       "kernelTCP": 0, "swappiness": 60, "disableOOMKiller": false,
+                       "useHierarchy": true, "checkBeforeUpdate": true},
+            "cpu": {"shares": 1024, "quota": 100000, "burst": 0, "period": 100000,
+                    "realtimeRuntime": 0, "realtimePeriod": 0, "cpus": "0-1", "mems": "0", "idle": 0},
+            "pids": {"limit": 100},
+            "blockIO": {"weight": 500, "leafWeight": 500,
+                        "weightDevice": [{"major": 8, "minor": 0, "weight": 500, "leafWeight": 500}],
+                        "throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1}],
+                        "throttleWriteBpsDevice": [], "throttleReadIOPSDevice": [],
+                        "throttleWriteIOPSDevice": []},
+            "hugepageLimits": [{"pageSize": "2MB", "limit": 0}],
+            "network": {"classID": 1, "priorities": [{"name": "eth0", "priority": 1}]},
+            "rdma": {"mlx5_1": {"hcaHandles": 3, "hcaObjects": 10000}},
+            "unified": {"memory.high": "max"}
+        }"#;
+        parse_resources(full, "-").unwrap();
+    }
+
+    #[test]
     fn event_shape() {
         let mut s = cella_cgroups::Stats::default();
         s.pids.current = 3;
