@@ -39,7 +39,7 @@ pub struct CreateOptions {
 /// The runtime: a state store and what it was asked to do.
 #[derive(Clone, Debug)]
 pub struct Runtime {
-    store: Store,
+    pub(crate) store: Store,
     systemd_cgroup: bool,
 }
 
@@ -434,7 +434,7 @@ fn make_cgroup(
     Ok(())
 }
 
-fn load(locked: &Locked) -> Result<ContainerState> {
+pub(crate) fn load(locked: &Locked) -> Result<ContainerState> {
     locked.load()?.ok_or_else(|| Error::BadStatus {
         id: locked.id.clone(),
         status: "creating",

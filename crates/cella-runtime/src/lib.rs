@@ -8,6 +8,7 @@ pub mod error;
 pub mod features;
 pub mod hooks;
 mod init;
+pub mod ops;
 mod resources;
 pub mod spec;
 pub mod state;

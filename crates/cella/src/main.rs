@@ -99,6 +99,14 @@ enum RuntimeCommand {
     List(commands::list::ListArgs),
     /// Show a container's processes.
     Ps(commands::ps::PsArgs),
+    /// Freeze every process of a container.
+    Pause(commands::pause::PauseArgs),
+    /// Thaw a paused container.
+    Resume(commands::resume::ResumeArgs),
+    /// Print a container's resource usage as JSON events (once with --stats).
+    Events(commands::events::EventsArgs),
+    /// Change a container's resource limits.
+    Update(commands::update::UpdateArgs),
     /// Print the features this build supports (OCI features JSON).
     Features,
     /// Write a default config.json.
@@ -154,6 +162,10 @@ fn main() -> ExitCode {
             RuntimeCommand::Delete(a) => commands::delete::run(a, &cli),
             RuntimeCommand::List(a) => commands::list::run(a, &cli),
             RuntimeCommand::Ps(a) => commands::ps::run(a, &cli),
+            RuntimeCommand::Pause(a) => commands::pause::run(a, &cli),
+            RuntimeCommand::Resume(a) => commands::resume::run(a, &cli),
+            RuntimeCommand::Events(a) => commands::events::run(a, &cli),
+            RuntimeCommand::Update(a) => commands::update::run(a, &cli),
             RuntimeCommand::Features => commands::features::run(),
             RuntimeCommand::Spec(a) => commands::spec::run(a),
         },

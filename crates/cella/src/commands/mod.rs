@@ -2,15 +2,19 @@
 
 pub mod create;
 pub mod delete;
+pub mod events;
 pub mod features;
 pub mod kill;
 pub mod list;
 pub mod net;
 pub mod ns;
+pub mod pause;
 pub mod ps;
+pub mod resume;
 pub mod spec;
 pub mod start;
 pub mod state;
+pub mod update;
 
 use crate::Cli;
 use cella_runtime::Runtime;
