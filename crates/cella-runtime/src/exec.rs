@@ -105,7 +105,9 @@ fn process_json(spec_process: Option<&oci_spec::runtime::Process>, o: &ExecOptio
         .unwrap_or_else(|| json!({"cwd": "/", "user": {"uid": 0, "gid": 0}}));
     p["args"] = json!(o.args);
     p["terminal"] = json!(o.tty);
-    if !o.tty && let Some(m) = p.as_object_mut() {
+    if !o.tty
+        && let Some(m) = p.as_object_mut()
+    {
         m.remove("consoleSize");
     }
     let mut env: Vec<String> = p["env"]
@@ -409,8 +411,7 @@ fn first_child(x: &ExecPlan, ch: &Channel) -> ! {
                 j.path.as_os_str().as_encoded_bytes(),
             ))?;
         }
-        match sys::clone_fork(libc::CLONE_PARENT as u64, None).map_err(fail("fork", b"process"))?
-        {
+        match sys::clone_fork(libc::CLONE_PARENT as u64, None).map_err(fail("fork", b"process"))? {
             Forked::Child => process_main(x, ch),
             Forked::Parent(pid) => {
                 let _ = ch.send(Message::InitPid(pid));
