@@ -347,3 +347,94 @@ fn exec_into_a_created_container_and_user_namespace() {
         ["0", "100000", "65536", "0"]
     );
 }
+
+#[test]
+fn seccomp_profile_of_the_container_applies() {
+    if !require_root() {
+        return;
+    }
+    let r = Running::start("exec-seccomp", |b| {
+        b.config["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+        });
+    });
+    let out = r.sh_ok(
+        &[],
+        "grep Seccomp: /proc/self/status; mkdir /tmp/x 2>/dev/null && echo made || echo refused",
+    );
+    assert_eq!(out, "Seccomp:\t2\nrefused\n", "{out}");
+}
+
+#[test]
+fn preserve_fds_and_signal_forwarding() {
+    if !require_root() {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let r = Running::start("exec-sig", |_| {});
+    // fd 3 of the runtime reaches the process only with --preserve-fds 1.
+    let file = fs::File::open("/").unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let with_fd3 = |extra: &[&str]| {
+        let mut cmd = r.c.cmd(["exec"]);
+        cmd.args(extra)
+            .args([r.id.as_str(), "sh", "-c", "ls /proc/$$/fd; true"]);
+        // SAFETY: dup2 and fcntl are async-signal-safe; `fd` stays open in the parent
+        // until spawn returns, and the child only makes it fd 3 without close-on-exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let r = if fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(fd, 3)
+                };
+                if r < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cella_tests::output_via_files(cmd)
+    };
+    let out = with_fd3(&[]);
+    assert_eq!(
+        stdout(&out).split_whitespace().collect::<Vec<_>>(),
+        ["0", "1", "2"],
+        "{}",
+        show(&out)
+    );
+    let out = with_fd3(&["--preserve-fds", "1"]);
+    assert_eq!(
+        stdout(&out).split_whitespace().collect::<Vec<_>>(),
+        ["0", "1", "2", "3"],
+        "{}",
+        show(&out)
+    );
+    drop(file);
+    // SIGTERM to a waiting `cella exec` reaches the process; the status says so.
+    let ready = r.b.rootfs().join("tmp/ready");
+    let mut child =
+        r.c.cmd([
+            "exec",
+            &r.id,
+            "sh",
+            "-c",
+            "trap 'exit 42' TERM; touch /tmp/ready; while true; do sleep 0.05; done",
+        ])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !ready.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the trap was never set"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // SAFETY: kill with integer arguments; the pid is our live child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(42), "{st}");
+}
