@@ -414,7 +414,7 @@ fn preserve_fds_and_signal_forwarding() {
     );
     drop(file);
     // SIGTERM to a waiting `cella exec` reaches the process; the status says so.
-    let ready = r.b.rootfs().join("tmp/ready");
+    let ready = std::path::PathBuf::from(format!("/proc/{}/root/tmp/ready", r.pid));
     let mut child =
         r.c.cmd([
             "exec",
