@@ -414,14 +414,14 @@ fn preserve_fds_and_signal_forwarding() {
     );
     drop(file);
     // SIGTERM to a waiting `cella exec` reaches the process; the status says so.
-    let ready = std::path::PathBuf::from(format!("/proc/{}/root/tmp/ready", r.pid));
+    let ready = std::path::PathBuf::from(format!("/proc/{}/root/dev/shm/ready", r.pid));
     let mut child =
         r.c.cmd([
             "exec",
             &r.id,
             "sh",
             "-c",
-            "trap 'exit 42' TERM; touch /tmp/ready; while true; do sleep 0.05; done",
+            "trap 'exit 42' TERM; touch /dev/shm/ready; while true; do sleep 0.05; done",
         ])
         .spawn()
         .unwrap();
