@@ -351,7 +351,9 @@ impl Runtime {
                 Ok(Some(_)) | Ok(None) | Err(_) => break,
             }
         }
-        let _ = sys::waitpid(first, libc::WNOHANG);
+        // The first child exits right after its fork (or its failure): reap it. ECHILD
+        // when InitPid already did.
+        let _ = sys::waitpid(first, 0);
         if let Some((errno, detail)) = failed {
             if let Some(p) = pid {
                 let _ = sys::kill(p, libc::SIGKILL);
@@ -363,7 +365,6 @@ impl Runtime {
             });
         }
         let Some(pid) = pid else {
-            let _ = sys::waitpid(first, 0);
             return Err(ExecError::Process {
                 detail: "the first child exited without a word".into(),
                 source: io::Error::other("no process"),
