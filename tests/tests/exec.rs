@@ -197,6 +197,19 @@ fn process_json_drops_capabilities() {
         "{}",
         show(&out)
     );
+    fs::write(
+        &file,
+        r#"{"args": [], "cwd": "/", "user": {"uid": 0, "gid": 0}}"#,
+    )
+    .unwrap();
+    let out =
+        r.c.output(["exec", "--process", file.to_str().unwrap(), &r.id]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("process.json: process.args: must name the program to run"),
+        "{}",
+        show(&out)
+    );
 }
 
 #[test]

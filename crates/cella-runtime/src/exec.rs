@@ -251,7 +251,19 @@ impl Runtime {
             }
         };
         let mut warnings = Vec::new();
-        let plan = config::process_plan(&process, &mut warnings)?;
+        // process_plan names config.json; the process came from elsewhere.
+        let source = match &opts.process {
+            Some(p) => p.display().to_string(),
+            None => "exec".to_owned(),
+        };
+        let plan = config::process_plan(&process, &mut warnings).map_err(|e| match e {
+            Error::Config { field, msg, .. } => Error::Config {
+                file: source.clone(),
+                field,
+                msg,
+            },
+            e => e,
+        })?;
         let console = match (&opts.console_socket, plan.terminal) {
             (Some(path), true) => Some(
                 std::os::unix::net::UnixStream::connect(path)
