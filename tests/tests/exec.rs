@@ -451,3 +451,35 @@ fn preserve_fds_and_signal_forwarding() {
     let st = child.wait().unwrap();
     assert_eq!(st.code(), Some(42), "{st}");
 }
+
+#[test]
+fn joins_the_time_namespace_without_a_pid_namespace() {
+    if !require_root() {
+        return;
+    }
+    let r = Running::start("exec-time", |b| {
+        let ns = b.config["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "pid");
+        ns.push(json!({"type": "time"}));
+        b.config["linux"]["timeOffsets"] = json!({"boottime": {"secs": 864000}});
+    });
+    let out = r.sh_ok(
+        &[],
+        "readlink /proc/self/ns/time; readlink /proc/self/ns/pid; cat /proc/uptime",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    let ns = |p: &str, k: &str| {
+        fs::read_link(format!("/proc/{p}/ns/{k}"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    assert_eq!(lines[0], ns(&r.pid.to_string(), "time"), "{out}");
+    assert_eq!(
+        lines[1],
+        ns("self", "pid"),
+        "pid namespace is the host's: {out}"
+    );
+    let uptime: f64 = lines[2].split_whitespace().next().unwrap().parse().unwrap();
+    assert!(uptime > 864000.0, "boottime offset missing: {out}");
+}
