@@ -701,7 +701,7 @@ fn reap(first: i32, init: Option<i32>) {
 }
 
 /// Writes the pid file atomically, as runc does (engines read it at once).
-fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+pub(crate) fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     let tmp = path.with_extension("cella-tmp");
     std::fs::write(&tmp, pid.to_string()).map_err(Error::io("write pid file", &tmp))?;
     std::fs::rename(&tmp, path).map_err(Error::io("write pid file", path))
@@ -737,12 +737,12 @@ const FORWARDED: [libc::c_int; 8] = [
 ];
 
 /// Blocks the forwarded signals (so they queue) and later relays them to init.
-struct SignalForwarder {
+pub(crate) struct SignalForwarder {
     set: libc::sigset_t,
 }
 
 impl SignalForwarder {
-    fn block() -> SignalForwarder {
+    pub(crate) fn block() -> SignalForwarder {
         // SAFETY: `set` is initialised by sigemptyset before any other use; the mask
         // change affects this (single) thread only. Init resets its mask before exec.
         unsafe {
@@ -757,7 +757,7 @@ impl SignalForwarder {
     }
 
     /// Relays signals to `pid` until it exits; returns its status as a shell shows it.
-    fn wait_forwarding(&self, pid: i32) -> u8 {
+    pub(crate) fn wait_forwarding(&self, pid: i32) -> u8 {
         loop {
             // Reap everything that has exited; stop when init has.
             loop {

@@ -46,11 +46,11 @@ pub struct InitContext<'a> {
 }
 
 /// A failed step: errno plus a fixed-size description.
-struct StepError(i32, Detail);
+pub(crate) struct StepError(pub(crate) i32, pub(crate) Detail);
 
-type Step<T> = Result<T, StepError>;
+pub(crate) type Step<T> = Result<T, StepError>;
 
-fn fail(what: &str, obj: &[u8]) -> impl FnOnce(io::Error) -> StepError {
+pub(crate) fn fail(what: &str, obj: &[u8]) -> impl FnOnce(io::Error) -> StepError {
     let d = Detail::from_parts(&[what.as_bytes(), b" ", obj]);
     move |e| StepError(e.raw_os_error().unwrap_or(libc::EIO), d)
 }
@@ -245,7 +245,7 @@ fn init_main(plan: &InitPlan, cx: &InitContext<'_>) -> Step<std::convert::Infall
     let home = home_if_unset(p);
     set_process_attrs(p)?;
     sys::chdir(&p.cwd).map_err(fail("chdir to process.cwd", p.cwd.to_bytes()))?;
-    check_cwd_inside()?;
+    check_cwd_inside(b"process.cwd")?;
     let setgroups_allowed = plan.new_ns & libc::CLONE_NEWUSER == 0 || setgroups_allowed();
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while init
     // still has it. With no_new_privs, load it as late as errors can still reach the
@@ -348,7 +348,7 @@ fn join_session_keyring(id: &str) -> Step<()> {
 
 /// Whether /proc/self/setgroups allows setgroups(2) (it is "deny" in some user
 /// namespaces).
-fn setgroups_allowed() -> bool {
+pub(crate) fn setgroups_allowed() -> bool {
     std::fs::read_to_string("/proc/self/setgroups")
         .map(|s| s.trim() == "allow")
         .unwrap_or(true)
@@ -375,7 +375,7 @@ fn home_if_unset(p: &ProcessPlan) -> Option<CString> {
 
 /// Resolves args[0] inside the container the way execvp would, so a missing program is
 /// reported at create time (as runc does) rather than after start.
-fn find_program(p: &ProcessPlan) -> Step<CString> {
+pub(crate) fn find_program(p: &ProcessPlan) -> Step<CString> {
     let name = p.args[0].to_bytes();
     let is_exec = |c: &CStr| {
         // SAFETY: `c` is a NUL-terminated path alive for the call.
@@ -389,7 +389,15 @@ fn find_program(p: &ProcessPlan) -> Step<CString> {
         if is_exec(&c) {
             return Ok(c);
         }
-        return Err(fail("exec", name)(io::Error::last_os_error()));
+        // access() fails with errno; a directory or special file passes access() but
+        // is no program: call that EACCES, as execve would.
+        let e = io::Error::last_os_error();
+        let e = if e.raw_os_error() == Some(0) {
+            io::Error::from_raw_os_error(libc::EACCES)
+        } else {
+            e
+        };
+        return Err(fail("exec", name)(e));
     }
     for dir in p.path_var.split(|b| *b == b':') {
         let dir = if dir.is_empty() { b".".as_slice() } else { dir };
@@ -440,7 +448,7 @@ fn set_process_attrs(p: &ProcessPlan) -> Step<()> {
 /// Refuses a working directory outside the container's root (runc CVE-2024-21626: a
 /// cwd such as /proc/self/fd/N could name a directory of the host through a descriptor
 /// the runtime still holds). The kernel's getcwd says "(unreachable)" for such a cwd.
-fn check_cwd_inside() -> Step<()> {
+pub(crate) fn check_cwd_inside(field: &[u8]) -> Step<()> {
     let mut buf = [0u8; 4096];
     // SAFETY: the kernel writes at most `buf.len()` bytes into the live buffer.
     let n = unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) };
@@ -451,7 +459,8 @@ fn check_cwd_inside() -> Step<()> {
         return Err(StepError(
             libc::EPERM,
             Detail::from_parts(&[
-                b"process.cwd: the working directory is outside the container's root",
+                field,
+                b": the working directory is outside the container's root",
             ]),
         ));
     }
@@ -460,7 +469,7 @@ fn check_cwd_inside() -> Step<()> {
 
 /// Default dispositions and an empty mask: the runtime ignores SIGPIPE (as every Rust
 /// program does) and ignored signals would stay ignored across exec.
-fn reset_signals() {
+pub(crate) fn reset_signals() {
     for sig in 1..libc::SIGRTMAX() {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;

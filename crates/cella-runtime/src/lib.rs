@@ -5,6 +5,7 @@
 pub mod config;
 pub mod container;
 pub mod error;
+pub mod exec;
 pub mod features;
 pub mod hooks;
 mod init;

@@ -90,6 +90,8 @@ enum RuntimeCommand {
     Run(commands::create::RunArgs),
     /// Print a container's state as JSON.
     State(commands::state::StateArgs),
+    /// Run a new process in a created or running container.
+    Exec(commands::exec::ExecArgs),
     /// Send a signal to a container's init (or all its processes).
     Kill(commands::kill::KillArgs),
     /// Delete a container and everything made for it.
@@ -158,6 +160,7 @@ fn main() -> ExitCode {
             RuntimeCommand::Start(a) => commands::start::run(a, &cli),
             RuntimeCommand::Run(a) => commands::create::run_run(a, &cli, &reporter),
             RuntimeCommand::State(a) => commands::state::run(a, &cli),
+            RuntimeCommand::Exec(a) => commands::exec::run(a, &cli),
             RuntimeCommand::Kill(a) => commands::kill::run(a, &cli),
             RuntimeCommand::Delete(a) => commands::delete::run(a, &cli),
             RuntimeCommand::List(a) => commands::list::run(a, &cli),
