@@ -309,39 +309,7 @@ pub fn bridge_base() -> Vec<Value> {
     c.push(set(f, "macs", json!(["ifname", "ether_addr"]), None, false));
     c.push(set(f, "ips", json!(["ifname", "ipv4_addr"]), None, false));
     c.extend(chain(f, "prerouting", "filter", "prerouting", -300));
-    let iif = json!({ "meta": { "key": "iifname" } });
-    let from_port = json!({ "match": { "op": "==", "left": iif, "right": "@ports" } });
-    let checks = [
-        (
-            json!({ "protocol": "ether", "field": "saddr" }),
-            "@macs",
-            None,
-        ),
-        (
-            json!({ "protocol": "ip", "field": "saddr" }),
-            "@ips",
-            Some("ip"),
-        ),
-        (
-            json!({ "protocol": "arp", "field": "saddr ip" }),
-            "@ips",
-            Some("arp"),
-        ),
-        (
-            json!({ "protocol": "arp", "field": "saddr ether" }),
-            "@macs",
-            Some("arp"),
-        ),
-    ];
-    for (field, s, ethertype) in checks {
-        let mut expr = vec![from_port.clone()];
-        if let Some(et) = ethertype {
-            expr.push(json!({ "match": { "op": "==", "left": { "payload": { "protocol": "ether", "field": "type" } }, "right": et } }));
-        }
-        expr.push(json!({ "match": { "op": "!=", "left": { "concat": [iif, { "payload": field }] }, "right": s } }));
-        expr.push(json!({ "drop": null }));
-        c.push(rule(f, "prerouting", Value::Array(expr)));
-    }
+    c.extend(cella_net::nft::anti_spoof_rules(TABLE));
     c
 }
 

@@ -305,24 +305,11 @@ pub fn nat_base() -> Vec<Value> {
     c
 }
 
-/// Commands that create cella's bridge-family anti-spoofing table if missing and reset its
-/// rules. Idempotent; elements are kept.
-pub fn bridge_base() -> Vec<Value> {
-    let f = "bridge";
-    let mut c = vec![json!({ "add": { "table": { "family": f, "name": TABLE } } })];
-    c.push(obj("set", f, json!({ "name": "ports", "type": "ifname" })));
-    c.push(obj(
-        "set",
-        f,
-        json!({ "name": "macs", "type": ["ifname", "ether_addr"] }),
-    ));
-    c.push(obj(
-        "set",
-        f,
-        json!({ "name": "ips", "type": ["ifname", "ipv4_addr"] }),
-    ));
-    c.push(obj("chain", f, json!({ "name": "prerouting", "type": "filter", "hook": "prerouting", "prio": -300, "policy": "accept" })));
-    c.push(json!({ "flush": { "chain": { "family": f, "table": TABLE, "name": "prerouting" } } }));
+/// The prerouting rules of a bridge-family anti-spoofing table named `table`: a frame
+/// from a port in `@ports` is dropped unless its source MAC is the one in `@macs` for
+/// that port and, for IPv4 and ARP, its source address the one in `@ips`. Shared by
+/// `cella net` and cella-cni, so the rule set is written once.
+pub fn anti_spoof_rules(table: &str) -> Vec<Value> {
     let iif = json!({ "meta": { "key": "iifname" } });
     let from_port = json!({ "match": { "op": "==", "left": iif, "right": "@ports" } });
     let pairs = [
@@ -347,15 +334,39 @@ pub fn bridge_base() -> Vec<Value> {
             Some("arp"),
         ),
     ];
-    for (field, set, ethertype) in pairs {
-        let mut expr = vec![from_port.clone()];
-        if let Some(et) = ethertype {
-            expr.push(json!({ "match": { "op": "==", "left": { "payload": { "protocol": "ether", "field": "type" } }, "right": et } }));
-        }
-        expr.push(json!({ "match": { "op": "!=", "left": { "concat": [iif, { "payload": field }] }, "right": set } }));
-        expr.push(json!({ "drop": null }));
-        c.push(rule(f, "prerouting", Value::Array(expr)));
-    }
+    pairs
+        .into_iter()
+        .map(|(field, set, ethertype)| {
+            let mut expr = vec![from_port.clone()];
+            if let Some(et) = ethertype {
+                expr.push(json!({ "match": { "op": "==", "left": { "payload": { "protocol": "ether", "field": "type" } }, "right": et } }));
+            }
+            expr.push(json!({ "match": { "op": "!=", "left": { "concat": [iif, { "payload": field }] }, "right": set } }));
+            expr.push(json!({ "drop": null }));
+            json!({ "add": { "rule": { "family": "bridge", "table": table, "chain": "prerouting", "expr": expr } } })
+        })
+        .collect()
+}
+
+/// Commands that create cella's bridge-family anti-spoofing table if missing and reset its
+/// rules. Idempotent; elements are kept.
+pub fn bridge_base() -> Vec<Value> {
+    let f = "bridge";
+    let mut c = vec![json!({ "add": { "table": { "family": f, "name": TABLE } } })];
+    c.push(obj("set", f, json!({ "name": "ports", "type": "ifname" })));
+    c.push(obj(
+        "set",
+        f,
+        json!({ "name": "macs", "type": ["ifname", "ether_addr"] }),
+    ));
+    c.push(obj(
+        "set",
+        f,
+        json!({ "name": "ips", "type": ["ifname", "ipv4_addr"] }),
+    ));
+    c.push(obj("chain", f, json!({ "name": "prerouting", "type": "filter", "hook": "prerouting", "prio": -300, "policy": "accept" })));
+    c.push(json!({ "flush": { "chain": { "family": f, "table": TABLE, "name": "prerouting" } } }));
+    c.extend(anti_spoof_rules(TABLE));
     c
 }
 
