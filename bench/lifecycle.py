@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Times container lifecycles for several OCI runtimes, interleaved so that each runtime
 sees the same machine state, and prints a table of medians, ratios and peak RSS."""
-import argparse, json, os, resource, shutil, statistics, subprocess, sys, time
+import argparse, json, os, random, resource, shutil, statistics, subprocess, sys, time
 
 
 def make_bundle(path, cella, seccomp=None):
@@ -79,14 +79,20 @@ def main():
         for m in modes:
             for i in range(3):
                 one(path, roots[name], a.bundle, f"warm-{m}-{i}", m)
+    rng = random.Random(1)
     for i in range(a.n):
         for m in modes:
-            for name, path in runtimes:
+            # A fresh random order each round: what one runtime leaves to finish in the
+            # background (network namespace teardown, RCU callbacks, the cgroup rwsem's
+            # grace period) speeds up or slows down whoever runs next, so a fixed or
+            # rotated order would always pair the same runtimes.
+            order = rng.sample(runtimes, len(runtimes))
+            for name, path in order:
                 times[(name, m)].append(one(path, roots[name], a.bundle, f"b{i}", m))
     rss = {name: peak_rss_kib(path, roots[name], a.bundle, a.rss_run) for name, path in runtimes}
     base = "crun" if any(n == "crun" for n, _ in runtimes) else runtimes[0][0]
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\n{a.n} iterations each, interleaved; medians in ms; ratio = runtime / {base}\n")
+    print(f"\n{a.n} iterations each, interleaved in random order; medians in ms; ratio = runtime / {base}\n")
     heads = {"lifecycle": "create+start+delete", "run": "run", "run+seccomp": "run, Docker-like seccomp"}
     print("| runtime | " + " | ".join(f"{heads[m]} | ratio" for m in modes) + " | peak RSS (MiB) | ratio |")
     print("|---" * (2 * len(modes) + 3) + "|")

@@ -14,6 +14,7 @@ mod fs;
 mod mountinfo;
 mod paths;
 mod plan;
+mod primer;
 mod stats;
 mod sys;
 mod tree;
@@ -30,6 +31,7 @@ pub use control::FreezerState;
 pub use error::CgroupError;
 pub use mountinfo::{Layout, detect};
 pub use plan::{Write, blkio_weight_to_io_weight, cpu_shares_to_weight, swap_to_v2};
+pub use primer::AttachPrimer;
 pub use stats::{
     BlkioEntry, BlkioStats, CpuStats, CpuUsage, HugetlbStats, MemoryEntry, MemoryStats, PidsStats,
     Stats, Throttling,

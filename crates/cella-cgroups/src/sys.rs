@@ -217,3 +217,9 @@ pub(crate) fn device_progs_attached(cgroup: BorrowedFd<'_>) -> io::Result<u32> {
     bpf(BPF_PROG_QUERY, &mut q)?;
     Ok(q.prog_cnt)
 }
+
+/// The effective uid of this process.
+pub(crate) fn geteuid() -> u32 {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    unsafe { libc::geteuid() }
+}

@@ -162,6 +162,8 @@ impl Runtime {
 
     fn create_inner(&self, id: &str, opts: &CreateOptions) -> Result<(i32, Warnings)> {
         state::check_id(id)?;
+        // Started first so the grace period of the v1 migration runs while we work.
+        let primer = cella_cgroups::AttachPrimer::start();
         let bundle =
             std::fs::canonicalize(&opts.bundle).map_err(Error::io("open bundle", &opts.bundle))?;
         let spec = config::load(&bundle)?;
@@ -215,8 +217,10 @@ impl Runtime {
         // Validation is over: from here on every resource is recorded before it is made.
         let locked = self.store.create(id)?;
         locked.save(&st)?;
-        let made = make_cgroup(&locked, &mut st, &resources, &mut warnings)
-            .and_then(|()| spawn(&plan, &locked, &mut st, opts, &runtime_hooks));
+        let made = make_cgroup(&locked, &mut st, &resources, &mut warnings).and_then(|()| {
+            primer.finish();
+            spawn(&plan, &locked, &mut st, opts, &runtime_hooks)
+        });
         match made {
             Ok(pid) => Ok((pid, warnings)),
             Err(e) => {

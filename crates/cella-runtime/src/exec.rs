@@ -216,6 +216,8 @@ impl Runtime {
         id: &str,
         opts: &ExecOptions,
     ) -> std::result::Result<(ExecOutcome, Warnings), ExecError> {
+        // The v1 migration's grace period runs while the plan is made (see the primer).
+        let primer = cella_cgroups::AttachPrimer::start();
         let locked = self.store_open(id)?;
         let st = locked.load()?.ok_or_else(|| Error::BadStatus {
             id: id.to_owned(),
@@ -340,6 +342,7 @@ impl Runtime {
 
         let fwd = (!opts.detach).then(SignalForwarder::block);
         let (parent, child) = Channel::pair().map_err(|e| Error::Sys("socketpair", e))?;
+        primer.finish();
         let first = match sys::clone_fork(0, cg_fd.as_ref().map(|f| f.as_fd()))
             .map_err(|e| Error::Sys("clone", e))?
         {
