@@ -460,3 +460,37 @@ fn signals_stay_inside_the_domain() {
     });
     assert_eq!(report, "OK");
 }
+
+#[test]
+fn rulesets_for_older_abis_work_on_this_kernel() {
+    // A ruleset built for an older ABI passes a shorter struct and fewer rights: what a
+    // 5.13 (ABI 1) or 6.2 (ABI 3) kernel is given. A newer kernel takes both.
+    let Some(abi) = landlock_abi() else { return };
+    let tmp = TempDir::new("abis");
+    for old in 1..=abi {
+        let file = tmp.0.join(format!("file-{old}"));
+        fs::write(&file, "abc").unwrap();
+        let ruleset = Ruleset::new(old)
+            .read_only("/usr")
+            .read_write(&tmp.0)
+            .no_new_privs(true);
+        assert_eq!(ruleset.restricts_tcp(), old >= 4);
+        let prepared = ruleset.prepare().unwrap();
+        assert_eq!(prepared.abi(), old);
+        let report = restricted_child(&prepared, || {
+            let mut x = Expect::default();
+            x.ok("read /usr/bin/env", fs::read("/usr/bin/env"));
+            x.ok("write the temp file", fs::write(&file, "x"));
+            x.errno("list /etc", fs::read_dir("/etc"), libc::EACCES);
+            // A right this ABI does not handle stays allowed: TCP bind before ABI 4.
+            let bind = TcpListener::bind("127.0.0.1:0");
+            if old >= 4 {
+                x.errno("bind a TCP port", bind, libc::EACCES);
+            } else {
+                x.ok("bind a TCP port", bind);
+            }
+            x.done()
+        });
+        assert_eq!(report, "OK", "ruleset for ABI {old}");
+    }
+}
