@@ -28,11 +28,11 @@
 //! it knows beyond them stay allowed.
 
 use crate::sys;
-use std::fs::{File, OpenOptions};
+use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use thiserror::Error;
 
 /// The newest Landlock ABI whose rights this module knows.
@@ -204,9 +204,31 @@ pub enum RestrictError {
     RestrictSelf(#[source] io::Error),
 }
 
+/// A rule added in the child failed. Holds the caller's path by reference, so making one
+/// allocates nothing.
+#[derive(Debug, Error)]
+#[error("{step_name} `{path}` for a landlock rule", step_name = step_name(self.step), path = self.path.to_string_lossy())]
+pub struct ChildRuleError<'a> {
+    /// The path of the rule.
+    pub path: &'a CStr,
+    /// What failed.
+    pub step: RuleStep,
+    /// The system call's error.
+    #[source]
+    pub source: io::Error,
+}
+
+fn step_name(step: RuleStep) -> &'static str {
+    match step {
+        RuleStep::Open => "open",
+        RuleStep::Stat => "stat",
+        RuleStep::Add(_) => "landlock_add_rule",
+    }
+}
+
 /// The Landlock ABI version of the running kernel (1 and up).
 pub fn abi_version() -> Result<u32, LandlockError> {
-    match raw::create_ruleset(None, 0, raw::CREATE_RULESET_VERSION) {
+    match raw::abi_version() {
         Ok(v) if v > 0 => Ok(v as u32),
         Ok(_) => Err(LandlockError::Unsupported {
             reason: "the kernel reports Landlock ABI version 0",
@@ -347,12 +369,7 @@ impl Ruleset {
 
     /// The rights a rule for `access` gets on a directory (`is_dir`) or a file.
     pub fn effective_access(&self, access: u64, is_dir: bool) -> u64 {
-        let access = access & self.handled_fs;
-        if is_dir {
-            access
-        } else {
-            access & fs_access::FILE
-        }
+        mask_access(self.handled_fs, access, is_dir)
     }
 
     /// Creates the ruleset in the kernel and adds every rule. Runs before the fork: it
@@ -370,33 +387,33 @@ impl Ruleset {
             handled_access_net: self.handled_net,
             scoped: self.scoped,
         };
-        let fd = raw::create_ruleset(Some(&attr), raw::attr_size(self.abi), 0)
-            .map_err(|source| LandlockError::CreateRuleset {
+        let fd = raw::create_ruleset(&attr, raw::attr_size(self.abi)).map_err(|source| {
+            LandlockError::CreateRuleset {
                 abi: self.abi,
                 source,
-            })
-            .map(|fd| {
-                // SAFETY: without the VERSION flag landlock_create_ruleset returns a new
-                // descriptor (O_CLOEXEC) that nothing else owns.
-                unsafe { OwnedFd::from_raw_fd(fd as i32) }
-            })?;
+            }
+        })?;
         for rule in &self.paths {
-            let file = open_path(&rule.path)?;
-            let meta = file.metadata().map_err(|source| LandlockError::Stat {
+            let open = |source| LandlockError::Open {
                 path: rule.path.clone(),
                 source,
-            })?;
-            let access = self.effective_access(rule.access, meta.is_dir());
-            if access == 0 {
-                continue;
-            }
-            raw::add_path_rule(fd.as_fd(), access, file.as_fd()).map_err(|source| {
-                LandlockError::AddPathRule {
-                    path: rule.path.clone(),
-                    access,
-                    source,
-                }
-            })?;
+            };
+            let c_path = CString::new(rule.path.as_os_str().as_bytes())
+                .map_err(|e| open(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+            add_path_rule(fd.as_fd(), self.handled_fs, &c_path, rule.access).map_err(
+                |(step, source)| match step {
+                    RuleStep::Open => open(source),
+                    RuleStep::Stat => LandlockError::Stat {
+                        path: rule.path.clone(),
+                        source,
+                    },
+                    RuleStep::Add(access) => LandlockError::AddPathRule {
+                        path: rule.path.clone(),
+                        access,
+                        source,
+                    },
+                },
+            )?;
         }
         if self.handled_net != 0 {
             for &(port, access) in &self.ports {
@@ -412,21 +429,58 @@ impl Ruleset {
         Ok(PreparedRuleset {
             fd,
             abi: self.abi,
+            handled_fs: self.handled_fs,
             no_new_privs: self.no_new_privs,
         })
     }
 }
 
-/// Opens `path` with O_PATH (no read or write access, works on any file type) for a rule.
-fn open_path(path: &Path) -> Result<File, LandlockError> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|source| LandlockError::Open {
-            path: path.to_path_buf(),
-            source,
-        })
+/// The step of adding a path rule that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleStep {
+    /// Opening the path (O_PATH).
+    Open,
+    /// Finding whether it is a directory.
+    Stat,
+    /// landlock_add_rule, with the rights it was given.
+    Add(u64),
+}
+
+/// The rights a rule for `access` gets under `handled` on a directory or a file.
+fn mask_access(handled: u64, access: u64, is_dir: bool) -> u64 {
+    let access = access & handled;
+    if is_dir {
+        access
+    } else {
+        access & fs_access::FILE
+    }
+}
+
+/// Opens `path` (O_PATH: no read or write access, any file type), masks `access` for
+/// its type and adds the rule, unless it grants nothing. Allocates nothing.
+fn add_path_rule(
+    ruleset: BorrowedFd<'_>,
+    handled: u64,
+    path: &CStr,
+    access: u64,
+) -> Result<(), (RuleStep, io::Error)> {
+    let file = sys::open(path, libc::O_PATH, 0).map_err(|e| (RuleStep::Open, e))?;
+    add_fd_rule(ruleset, handled, file.as_fd(), access)
+}
+
+/// [`add_path_rule`] of an open descriptor.
+fn add_fd_rule(
+    ruleset: BorrowedFd<'_>,
+    handled: u64,
+    file: BorrowedFd<'_>,
+    access: u64,
+) -> Result<(), (RuleStep, io::Error)> {
+    let is_dir = raw::is_dir(file).map_err(|e| (RuleStep::Stat, e))?;
+    let access = mask_access(handled, access, is_dir);
+    if access == 0 {
+        return Ok(());
+    }
+    raw::add_path_rule(ruleset, access, file).map_err(|e| (RuleStep::Add(access), e))
 }
 
 /// A ruleset the kernel holds, ready to be applied in a child. Its descriptor is
@@ -435,6 +489,7 @@ fn open_path(path: &Path) -> Result<File, LandlockError> {
 pub struct PreparedRuleset {
     fd: OwnedFd,
     abi: u32,
+    handled_fs: u64,
     no_new_privs: bool,
 }
 
@@ -448,6 +503,21 @@ impl PreparedRuleset {
     /// The ABI the ruleset was built for.
     pub fn abi(&self) -> u32 {
         self.abi
+    }
+
+    /// Adds a rule in the child, for what only exists there: a rule holds an inode, and
+    /// a mount made in the child (a tmpfs, a new /proc) has inodes the parent could not
+    /// open. Rights are masked as in [`Ruleset::allow_path`]. Async-signal-safe (open,
+    /// fstat, landlock_add_rule, close). The ruleset object is shared with the parent's
+    /// descriptor, so the rule also applies to later children of the same prepared
+    /// ruleset: prepare one per child.
+    pub fn allow_path_in_child<'a>(
+        &self,
+        path: &'a CStr,
+        access: u64,
+    ) -> Result<(), ChildRuleError<'a>> {
+        add_path_rule(self.fd.as_fd(), self.handled_fs, path, access)
+            .map_err(|(step, source)| ChildRuleError { path, step, source })
     }
 
     /// Restricts the calling thread, and every process it later forks or execs, to the
@@ -464,11 +534,11 @@ impl PreparedRuleset {
 
 /// The three Landlock system calls. Nothing here allocates.
 mod raw {
-    use crate::sys::check_long;
+    use crate::sys::{check, check_long};
     use std::io;
-    use std::os::fd::{AsRawFd, BorrowedFd};
+    use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-    pub const CREATE_RULESET_VERSION: u32 = 1 << 0;
+    const CREATE_RULESET_VERSION: u32 = 1 << 0;
     const RULE_PATH_BENEATH: libc::c_int = 1;
     const RULE_NET_PORT: libc::c_int = 2;
 
@@ -504,17 +574,47 @@ mod raw {
         port: u64,
     }
 
-    /// landlock_create_ruleset(2): a descriptor, or with the VERSION flag the ABI.
-    pub fn create_ruleset(
-        attr: Option<&RulesetAttr>,
-        size: usize,
-        flags: u32,
-    ) -> io::Result<libc::c_long> {
-        let ptr = attr.map_or(std::ptr::null(), |a| a as *const RulesetAttr);
-        debug_assert!(size <= std::mem::size_of::<RulesetAttr>());
-        // SAFETY: `ptr` is null (with size 0, for the VERSION query) or points at a live
-        // RulesetAttr of which the kernel reads `size` bytes, at most its full size.
-        check_long(unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, ptr, size, flags) })
+    /// landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION): the ABI version.
+    pub fn abi_version() -> io::Result<libc::c_long> {
+        // SAFETY: with the VERSION flag the kernel reads no attribute: the null pointer
+        // and size 0 are what it requires.
+        check_long(unsafe {
+            libc::syscall(
+                libc::SYS_landlock_create_ruleset,
+                std::ptr::null::<RulesetAttr>(),
+                0usize,
+                CREATE_RULESET_VERSION,
+            )
+        })
+    }
+
+    /// landlock_create_ruleset(2) of the first `size` bytes of `attr`: a new ruleset fd.
+    pub fn create_ruleset(attr: &RulesetAttr, size: usize) -> io::Result<OwnedFd> {
+        assert!(size <= std::mem::size_of::<RulesetAttr>());
+        // SAFETY: `attr` is a live RulesetAttr of which the kernel reads `size` bytes,
+        // at most its full size (checked above).
+        let fd = check_long(unsafe {
+            libc::syscall(
+                libc::SYS_landlock_create_ruleset,
+                attr as *const RulesetAttr,
+                size,
+                0u32,
+            )
+        })?;
+        // SAFETY: without the VERSION flag the call returns a new descriptor
+        // (close-on-exec) that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    }
+
+    /// fstat(2) of `fd` (an O_PATH fd works): whether it is a directory.
+    pub fn is_dir(fd: BorrowedFd<'_>) -> io::Result<bool> {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: the descriptor is borrowed, so open for the call; `st` is a live buffer
+        // of the right type that the kernel fills.
+        check(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+        // SAFETY: fstat succeeded, so it initialised `st`.
+        let st = unsafe { st.assume_init() };
+        Ok(st.st_mode & libc::S_IFMT == libc::S_IFDIR)
     }
 
     /// landlock_add_rule(2) of a path rule.

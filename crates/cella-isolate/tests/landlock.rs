@@ -7,10 +7,12 @@
 //! otherwise it says SKIPPED.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::ffi::CString;
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -124,6 +126,15 @@ fn restricted_child(
     ruleset: &PreparedRuleset,
     checks: impl FnOnce() -> Result<(), String>,
 ) -> String {
+    restricted_child_with_setup(ruleset, || Ok(()), checks)
+}
+
+/// [`restricted_child`] that runs `setup` in the child before applying the ruleset.
+fn restricted_child_with_setup(
+    ruleset: &PreparedRuleset,
+    setup: impl FnOnce() -> Result<(), String>,
+    checks: impl FnOnce() -> Result<(), String>,
+) -> String {
     let mut fds = [0; 2];
     // SAFETY: `fds` is a writable array of two ints on this frame.
     assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
@@ -136,13 +147,15 @@ fn restricted_child(
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
         drop(r);
+        let setup_result = setup();
         let before = ALLOCATIONS.load(Ordering::Relaxed);
         let applied = ruleset.restrict_self();
         let allocated = ALLOCATIONS.load(Ordering::Relaxed) - before;
-        let report = match applied {
-            Err(e) => format!("restrict_self: {e}: {:?}", std::error::Error::source(&e)),
-            Ok(()) if allocated != 0 => format!("restrict_self allocated {allocated} times"),
-            Ok(()) => match checks() {
+        let report = match (setup_result, applied) {
+            (Err(e), _) => format!("setup: {e}"),
+            (_, Err(e)) => format!("restrict_self: {e}: {:?}", std::error::Error::source(&e)),
+            (_, Ok(())) if allocated != 0 => format!("restrict_self allocated {allocated} times"),
+            (_, Ok(())) => match checks() {
                 Ok(()) => "OK".to_string(),
                 Err(e) => e,
             },
@@ -493,4 +506,117 @@ fn rulesets_for_older_abis_work_on_this_kernel() {
         });
         assert_eq!(report, "OK", "ruleset for ABI {old}");
     }
+}
+
+/// In the child: a private mount namespace with a tmpfs on `target`.
+fn mount_tmpfs_in_child(target: &CString) -> Result<(), String> {
+    let err = |what: &str| Err(format!("{what}: {}", std::io::Error::last_os_error()));
+    // SAFETY: unshare has no memory arguments; this forked child is single-threaded.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return err("unshare(CLONE_NEWNS)");
+    }
+    // SAFETY: NUL-terminated literals and `target`, alive for the calls; the mount
+    // namespace is the child's own, so nothing changes on the host.
+    unsafe {
+        if libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return err("make / private");
+        }
+        if libc::mount(
+            c"tmpfs".as_ptr(),
+            target.as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            std::ptr::null(),
+        ) != 0
+        {
+            return err("mount tmpfs");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_mount_made_in_the_child_needs_a_rule_added_there() {
+    let Some(_abi) = landlock_abi() else { return };
+    if !skip_unless(is_root(), "needs root to mount a tmpfs") {
+        return;
+    }
+    let tmp = TempDir::new("mount");
+    let ro = tmp.0.join("ro");
+    let mnt = ro.join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let c_mnt = CString::new(mnt.as_os_str().as_bytes()).unwrap();
+    let ruleset = Ruleset::for_kernel()
+        .unwrap()
+        .read_only(&ro)
+        .no_new_privs(true);
+
+    // The tmpfs hangs below a read-only rule, and its inodes are new: read-only it is.
+    let prepared = ruleset.prepare().unwrap();
+    let report = restricted_child_with_setup(
+        &prepared,
+        || mount_tmpfs_in_child(&c_mnt),
+        || {
+            let mut x = Expect::default();
+            x.ok("list the tmpfs", fs::read_dir(&mnt));
+            x.errno(
+                "create on the tmpfs",
+                create_new(&mnt.join("f")),
+                libc::EACCES,
+            );
+            x.done()
+        },
+    );
+    assert_eq!(report, "OK");
+
+    // With a rule added in the child, after the mount, the tmpfs is writable.
+    let prepared = ruleset.prepare().unwrap();
+    let report = restricted_child_with_setup(
+        &prepared,
+        || {
+            mount_tmpfs_in_child(&c_mnt)?;
+            let before = ALLOCATIONS.load(Ordering::Relaxed);
+            let added = prepared.allow_path_in_child(&c_mnt, u64::MAX);
+            let allocated = ALLOCATIONS.load(Ordering::Relaxed) - before;
+            added.map_err(|e| format!("{e}: {:?}", std::error::Error::source(&e)))?;
+            match allocated {
+                0 => Ok(()),
+                n => Err(format!("allow_path_in_child allocated {n} times")),
+            }
+        },
+        || {
+            let mut x = Expect::default();
+            x.ok("create on the tmpfs", fs::write(mnt.join("f"), "f"));
+            x.errno(
+                "create beside the tmpfs",
+                create_new(&ro.join("g")),
+                libc::EACCES,
+            );
+            x.done()
+        },
+    );
+    assert_eq!(report, "OK");
+    // The tmpfs lived in the child's mount namespace only.
+    assert!(!mnt.join("f").exists());
+}
+
+#[test]
+fn a_child_rule_on_a_missing_path_names_it() {
+    let Some(_abi) = landlock_abi() else { return };
+    let prepared = Ruleset::for_kernel().unwrap().prepare().unwrap();
+    let path = c"/nonexistent/cella-landlock";
+    let err = prepared.allow_path_in_child(path, u64::MAX).unwrap_err();
+    assert_eq!(err.step, landlock::RuleStep::Open);
+    assert_eq!(err.source.raw_os_error(), Some(libc::ENOENT));
+    assert_eq!(
+        err.to_string(),
+        "open `/nonexistent/cella-landlock` for a landlock rule"
+    );
 }
