@@ -11,6 +11,13 @@
 //!    `landlock_restrict_self`. Two system calls, no allocation, no locks: it is
 //!    async-signal-safe.
 //!
+//! Rules hold inodes, not path names: a rule on a directory covers everything beneath it,
+//! also through bind mounts and after pivot_root, and a mount made later on top of its
+//! subtree gets the directory's rights. A mount made in the child has new inodes the
+//! parent cannot open: to give one other rights, add its rule in the child, after the
+//! mount and before restrict_self, with [`PreparedRuleset::allow_path_in_child`] (also
+//! async-signal-safe).
+//!
 //! ABI versions (what `landlock_create_ruleset(NULL, 0, VERSION)` returns) and what each
 //! adds:
 //!
