@@ -557,8 +557,9 @@ mod raw {
         pub scoped: u64,
     }
 
-    /// How much of [`RulesetAttr`] a kernel of ABI `abi` knows: an older kernel refuses
-    /// a larger struct (E2BIG), even when the extra fields are zero.
+    /// How much of [`RulesetAttr`] a kernel of ABI `abi` knows. An older kernel takes a
+    /// larger struct only if the fields it does not know are zero (else E2BIG); passing
+    /// just its own size makes the call exactly the one that kernel was written for.
     pub fn attr_size(abi: u32) -> usize {
         match abi {
             0..=3 => 8,
