@@ -39,7 +39,7 @@ use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 /// The newest Landlock ABI whose rights this module knows.
@@ -86,6 +86,35 @@ pub mod fs_access {
     /// The rights that apply to a file itself; the others only make sense on a directory
     /// (the kernel rejects them in a rule on a file).
     pub const FILE: u64 = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV;
+
+    /// Lower-case names of the rights, bit n at index n (`--debug` output, docs).
+    pub const NAMES: [&str; 16] = [
+        "execute",
+        "write_file",
+        "read_file",
+        "read_dir",
+        "remove_dir",
+        "remove_file",
+        "make_char",
+        "make_dir",
+        "make_reg",
+        "make_sock",
+        "make_fifo",
+        "make_block",
+        "make_sym",
+        "refer",
+        "truncate",
+        "ioctl_dev",
+    ];
+
+    /// The names of the rights set in `access`, lowest bit first.
+    pub fn names(access: u64) -> impl Iterator<Item = &'static str> {
+        NAMES
+            .iter()
+            .enumerate()
+            .filter(move |(bit, _)| access & (1 << bit) != 0)
+            .map(|(_, name)| *name)
+    }
 }
 
 /// Network access rights (`LANDLOCK_ACCESS_NET_*`, ABI 4).
@@ -304,6 +333,16 @@ impl Ruleset {
     /// The filesystem rights the ruleset restricts.
     pub fn handled_fs(&self) -> u64 {
         self.handled_fs
+    }
+
+    /// The path rules as given (before masking for the ABI and the file type).
+    pub fn path_rules(&self) -> impl Iterator<Item = (&Path, u64)> {
+        self.paths.iter().map(|r| (r.path.as_path(), r.access))
+    }
+
+    /// The TCP port rules: port and [`net_access`] rights.
+    pub fn tcp_rules(&self) -> &[(u16, u64)] {
+        &self.ports
     }
 
     /// True when TCP bind and connect are restricted (ABI 4 and not [`Ruleset::allow_all_tcp`]).
@@ -728,6 +767,29 @@ mod tests {
         assert!(r.restricts_tcp());
         assert!(!Ruleset::new(3).restricts_tcp());
         assert!(!Ruleset::new(4).allow_all_tcp().restricts_tcp());
+    }
+
+    #[test]
+    fn rights_have_names() {
+        let names: Vec<_> = fs_access::names(fs_access::READ_ONLY).collect();
+        assert_eq!(names, ["execute", "read_file", "read_dir"]);
+        assert_eq!(fs_access::names(fs_rights(KNOWN_ABI)).count(), 16);
+        assert_eq!(fs_access::NAMES[13], "refer");
+        assert_eq!(fs_access::NAMES[15], "ioctl_dev");
+    }
+
+    #[test]
+    fn rules_read_back_as_given() {
+        let r = Ruleset::new(5).read_only("/usr").read_write("/tmp/x");
+        let rules: Vec<_> = r.path_rules().collect();
+        assert_eq!(
+            rules,
+            [
+                (Path::new("/usr"), fs_access::READ_ONLY),
+                (Path::new("/tmp/x"), u64::MAX)
+            ]
+        );
+        assert!(r.tcp_rules().is_empty());
     }
 
     #[test]
