@@ -620,3 +620,48 @@ fn a_child_rule_on_a_missing_path_names_it() {
         "open `/nonexistent/cella-landlock` for a landlock rule"
     );
 }
+
+/// The child's no_new_privs flag, from prctl(PR_GET_NO_NEW_PRIVS).
+fn no_new_privs_now() -> i32 {
+    // SAFETY: PR_GET_NO_NEW_PRIVS takes no pointers and only reads the caller's flag.
+    unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) }
+}
+
+#[test]
+fn no_new_privs_is_set_only_when_asked() {
+    let Some(_abi) = landlock_abi() else { return };
+    let asked = Ruleset::for_kernel()
+        .unwrap()
+        .read_only("/")
+        .no_new_privs(true)
+        .prepare()
+        .unwrap();
+    let report = restricted_child(&asked, || match no_new_privs_now() {
+        1 => Ok(()),
+        n => Err(format!("PR_GET_NO_NEW_PRIVS: {n}")),
+    });
+    assert_eq!(report, "OK");
+
+    // Without no_new_privs Landlock needs CAP_SYS_ADMIN: root has it.
+    if !skip_unless(
+        is_root(),
+        "needs root (CAP_SYS_ADMIN) to restrict without no_new_privs",
+    ) {
+        return;
+    }
+    if no_new_privs_now() != 0 {
+        // The test runner itself runs with no_new_privs: nothing to tell apart.
+        eprintln!("SKIPPED (second half): the test runner already has no_new_privs");
+        return;
+    }
+    let not_asked = Ruleset::for_kernel()
+        .unwrap()
+        .read_only("/")
+        .prepare()
+        .unwrap();
+    let report = restricted_child(&not_asked, || match no_new_privs_now() {
+        0 => Ok(()),
+        n => Err(format!("PR_GET_NO_NEW_PRIVS: {n}")),
+    });
+    assert_eq!(report, "OK");
+}
