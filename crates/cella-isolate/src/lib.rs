@@ -8,8 +8,10 @@
 pub mod caps;
 pub mod channel;
 pub mod console;
+pub mod coresched;
 pub mod creds;
 pub mod exe;
+pub mod landlock;
 pub mod namespaces;
 pub mod rootfs;
 pub mod sys;
