@@ -350,3 +350,58 @@ pub fn recv_with_fd(sock: &std::os::unix::net::UnixStream) -> (Vec<u8>, std::os:
     buf.truncate(n);
     (buf, fd)
 }
+
+/// Runs `cmd` with a pty as its stdin, stdout and stderr, the way a person at a
+/// terminal of `rows`x`cols` would: `answer` is called with everything read so far and
+/// returns what to type next (once per distinct prompt). Returns the exit status and
+/// everything the terminal showed, without carriage returns.
+pub fn run_on_pty(
+    mut cmd: Command,
+    rows: u16,
+    cols: u16,
+    mut answer: impl FnMut(&str) -> Option<Vec<u8>>,
+) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, slave) = {
+        let (mut m, mut s) = (-1, -1);
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: openpty writes two fds into the live locals; the name and termios
+        // pointers may be null and `ws` is a live winsize it only reads.
+        let rc =
+            unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), &ws) };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: openpty succeeded: both fds are open and owned by nobody else.
+        unsafe { (fs::File::from_raw_fd(m), OwnedFd::from_raw_fd(s)) }
+    };
+    cmd.stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave);
+    let mut child = cmd.spawn().expect("spawn on a pty");
+    // `cmd` holds the parent's copies of the slave: only the child's remain open.
+    drop(cmd);
+    let mut shown = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut answered = 0;
+    loop {
+        match master.read(&mut buf) {
+            // EIO: the last holder of the slave closed it.
+            Ok(0) | Err(_) => break,
+            Ok(n) => shown.extend_from_slice(&buf[..n]),
+        }
+        let text = String::from_utf8_lossy(&shown).replace('\r', "");
+        if text.len() > answered
+            && let Some(input) = answer(&text)
+        {
+            answered = text.len();
+            master.write_all(&input).unwrap();
+        }
+    }
+    let status = child.wait().unwrap();
+    (status, String::from_utf8_lossy(&shown).replace('\r', ""))
+}

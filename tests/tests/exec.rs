@@ -273,12 +273,38 @@ fn tty_through_the_console_socket() {
     assert!(lines[0].starts_with("/dev/pts/"), "{text}");
     assert_eq!(lines[0], lines[1]);
     assert_eq!(lines[2], "done");
-    // Without a socket a terminal is refused.
-    let out = r.sh(&["--tty"], "true");
+    // Detached, a terminal needs a socket to go to.
+    let out = r.sh(&["--tty", "--detach"], "true");
     assert!(
-        stderr(&out).contains("a terminal needs --console-socket"),
+        stderr(&out).contains("a detached process's terminal needs --console-socket"),
         "{}",
         show(&out)
+    );
+    // In the foreground, cella relays it to its own terminal.
+    let mut typed = false;
+    let (status, shown) = cella_tests::run_on_pty(
+        r.c.cmd([
+            "exec",
+            "--tty",
+            &r.id,
+            "sh",
+            "-c",
+            "stty size; echo ready; read x; echo got:$x",
+        ]),
+        25,
+        90,
+        |text| {
+            (text.contains("ready\n") && !typed).then(|| {
+                typed = true;
+                b"yes\n".to_vec()
+            })
+        },
+    );
+    assert!(status.success(), "{shown}");
+    assert_eq!(
+        shown.lines().collect::<Vec<_>>(),
+        ["25 90", "ready", "yes", "got:yes"],
+        "{shown}"
     );
 }
 

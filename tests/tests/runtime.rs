@@ -1080,7 +1080,8 @@ fn terminal_through_the_console_socket() {
     // Without a socket, a terminal is refused up front.
     let out = c.output(["create", "--bundle", b.dir.to_str().unwrap(), &id]);
     assert!(
-        stderr(&out).contains("process.terminal: a terminal needs --console-socket"),
+        stderr(&out)
+            .contains("process.terminal: a detached container's terminal needs --console-socket"),
         "{}",
         show(&out)
     );
@@ -1113,6 +1114,45 @@ fn terminal_through_the_console_socket() {
         "{text}"
     );
     c.ok(["delete", "--force", &id]);
+}
+
+#[test]
+fn run_in_the_foreground_relays_the_terminal() {
+    if !require_root() {
+        return;
+    }
+    let c = Cella::new();
+    let mut b = sh_bundle(
+        "fg-tty",
+        "tty; stty size; echo ready; read x; echo got:$x; exit 3",
+    );
+    b.config["process"]["terminal"] = json!(true);
+    b.save();
+    let id = unique("fgtty");
+    // As a person types it: no --console-socket, cella's own stdio is a terminal.
+    let mut typed = false;
+    let (status, shown) = cella_tests::run_on_pty(
+        c.cmd(["run", "--bundle", b.dir.to_str().unwrap(), &id]),
+        40,
+        120,
+        |text| {
+            (text.contains("ready\n") && !typed).then(|| {
+                typed = true;
+                b"hello\n".to_vec()
+            })
+        },
+    );
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(status.code(), Some(3), "{shown}");
+    // The container's own pty (its line discipline echoes what was typed), sized like
+    // the user's terminal.
+    assert_eq!(
+        lines,
+        ["/dev/pts/0", "40 120", "ready", "hello", "got:hello"],
+        "{shown}"
+    );
+    // Removed on exit, as runc's foreground run does.
+    assert!(!c.output(["state", &id]).status.success());
 }
 
 #[test]

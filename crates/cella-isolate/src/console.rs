@@ -61,6 +61,47 @@ pub fn send_master(socket: &OwnedFd, master: &OwnedFd) -> io::Result<()> {
     sys::send_fd(socket.as_fd(), b"/dev/ptmx", master.as_fd())
 }
 
+/// Receives a pty master sent with [`send_master`] (one SCM_RIGHTS descriptor): what
+/// an engine does with its console socket, and what `cella run` does for itself when it
+/// relays the terminal. The fd comes back close-on-exec.
+pub fn recv_master(socket: std::os::fd::BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut payload = [0u8; 256];
+    let mut iov = libc::iovec {
+        iov_base: payload.as_mut_ptr().cast(),
+        iov_len: payload.len(),
+    };
+    // u64 elements keep the control buffer aligned for cmsghdr.
+    let mut cmsg = [0u64; 8];
+    // SAFETY: msg points at live locals (iov, payload, cmsg) for the duration of
+    // recvmsg; the kernel writes at most msg_controllen bytes of control data, and the
+    // CMSG_* walk stays within the length it reports.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cmsg.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&cmsg) as _;
+        let n = libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        if n == 0
+            || c.is_null()
+            || (*c).cmsg_level != libc::SOL_SOCKET
+            || (*c).cmsg_type != libc::SCM_RIGHTS
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "no descriptor received",
+            ));
+        }
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::c_int);
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
 /// Makes `slave` the controlling terminal of a new session and stdin/stdout/stderr.
 pub fn become_console(slave: &OwnedFd) -> io::Result<()> {
     // SAFETY: setsid takes no arguments; init is not a process group leader after clone.

@@ -157,10 +157,18 @@ impl Runtime {
 
     /// Creates container `id` from a bundle; init waits for `start`.
     pub fn create(&self, id: &str, opts: &CreateOptions) -> Result<Warnings> {
-        self.create_inner(id, opts).map(|(_, w)| w)
+        self.create_inner(id, opts, None).map(|(_, w, _)| w)
     }
 
-    fn create_inner(&self, id: &str, opts: &CreateOptions) -> Result<(i32, Warnings)> {
+    /// Creates the container; with `own_console`, a terminal without --console-socket
+    /// sends its master there (cella relays it itself). Returns init's pid, warnings and
+    /// whether `own_console` was used.
+    fn create_inner(
+        &self,
+        id: &str,
+        opts: &CreateOptions,
+        own_console: Option<&OwnedFd>,
+    ) -> Result<(i32, Warnings, bool)> {
         state::check_id(id)?;
         // Started first so the grace period of the v1 migration runs while we work.
         let primer = cella_cgroups::AttachPrimer::start();
@@ -169,12 +177,14 @@ impl Runtime {
         let spec = config::load(&bundle)?;
         let rootfs = config::rootfs_path(&spec, &bundle)?;
         let plan = config::plan(&spec, &bundle, opts.no_pivot)?;
-        if plan.process.terminal && opts.console_socket.is_none() {
+        let own_console = own_console.filter(|_| opts.console_socket.is_none());
+        if plan.process.terminal && opts.console_socket.is_none() && own_console.is_none() {
             return Err(Error::config(
                 "process.terminal",
-                "a terminal needs --console-socket (or set terminal to false)",
+                "a detached container's terminal needs --console-socket (or set terminal to false)",
             ));
         }
+        let relayed = plan.process.terminal && own_console.is_some();
         let hooks = spec.hooks().as_ref();
         let list = |h: Option<&Vec<Hook>>| h.cloned().unwrap_or_default();
         let linux = spec.linux().as_ref().expect("plan checked linux");
@@ -219,10 +229,10 @@ impl Runtime {
         locked.save(&st)?;
         let made = make_cgroup(&locked, &mut st, &resources, &mut warnings).and_then(|()| {
             primer.finish();
-            spawn(&plan, &locked, &mut st, opts, &runtime_hooks)
+            spawn(&plan, &locked, &mut st, opts, own_console, &runtime_hooks)
         });
         match made {
-            Ok(pid) => Ok((pid, warnings)),
+            Ok(pid) => Ok((pid, warnings, relayed)),
             Err(e) => {
                 let cleanup = destroy(locked, &st).err().into_iter().collect::<Vec<_>>();
                 if cleanup.is_empty() {
@@ -300,7 +310,26 @@ impl Runtime {
         } else {
             Some(SignalForwarder::block())
         };
-        let (pid, mut warnings) = self.create_inner(id, opts)?;
+        // In the foreground, a terminal needs no engine: cella relays it.
+        let pair = if detach {
+            None
+        } else {
+            Some(crate::tty::ConsolePair::new().map_err(|e| Error::Sys("socketpair", e))?)
+        };
+        let (pid, mut warnings, relayed) =
+            self.create_inner(id, opts, pair.as_ref().map(|p| &p.theirs))?;
+        let relay = match pair.filter(|_| relayed).map(|p| {
+            p.receive()
+                .and_then(crate::tty::Relay::start)
+                .map_err(|e| Error::Sys("relay the container's terminal", e))
+        }) {
+            Some(Err(e)) => {
+                let _ = self.delete(id, true);
+                return Err(e);
+            }
+            Some(Ok(r)) => Some(r),
+            None => None,
+        };
         match self.start(id) {
             Ok(w) => warnings.extend(w),
             Err(e) => {
@@ -311,7 +340,10 @@ impl Runtime {
         let Some(fwd) = blocked else {
             return Ok((0, warnings));
         };
-        let code = fwd.wait_forwarding(pid);
+        let code = fwd.wait_forwarding_with(pid, relay.as_ref().map(|r| r as _));
+        if let Some(r) = relay {
+            r.finish();
+        }
         warnings.extend(self.delete(id, true)?);
         Ok((code, warnings))
     }
@@ -518,6 +550,7 @@ fn spawn(
     locked: &Locked,
     st: &mut ContainerState,
     opts: &CreateOptions,
+    own_console: Option<&OwnedFd>,
     runtime_hooks: &[(&'static str, Vec<Hook>)],
 ) -> Result<i32> {
     let fifo_path = locked.fifo_path();
@@ -538,6 +571,10 @@ fn spawn(
                 .map_err(Error::io("connect to console socket", path))?
                 .into(),
         ),
+        (None, true) => match own_console {
+            Some(fd) => Some(fd.try_clone().map_err(|e| Error::Sys("dup", e))?),
+            None => None,
+        },
         _ => None,
     };
     let rootfs_c =
@@ -761,7 +798,9 @@ impl SignalForwarder {
     }
 
     /// Relays signals to `pid` until it exits; returns its status as a shell shows it.
-    pub(crate) fn wait_forwarding(&self, pid: i32) -> u8 {
+    /// With a relayed terminal, a window size change resizes the container's pty
+    /// instead of being forwarded.
+    pub(crate) fn wait_forwarding_with(&self, pid: i32, relay: Option<&crate::tty::Relay>) -> u8 {
         loop {
             // Reap everything that has exited; stop when init has.
             loop {
@@ -773,8 +812,12 @@ impl SignalForwarder {
             }
             // SAFETY: `self.set` is an initialised sigset; a null siginfo is allowed.
             let sig = unsafe { libc::sigwaitinfo(&self.set, std::ptr::null_mut()) };
-            if sig > 0 && sig != libc::SIGCHLD {
-                let _ = sys::kill(pid, sig);
+            match (sig, relay) {
+                (libc::SIGWINCH, Some(r)) => r.resize(),
+                (s, _) if s > 0 && s != libc::SIGCHLD => {
+                    let _ = sys::kill(pid, s);
+                }
+                _ => {}
             }
         }
     }

@@ -258,7 +258,7 @@ impl Runtime {
             Some(p) => p.display().to_string(),
             None => "exec".to_owned(),
         };
-        let plan = config::process_plan(&process, &mut warnings).map_err(|e| match e {
+        let mut plan = config::process_plan(&process, &mut warnings).map_err(|e| match e {
             Error::Config { field, msg, .. } => Error::Config {
                 file: source.clone(),
                 field,
@@ -266,17 +266,28 @@ impl Runtime {
             },
             e => e,
         })?;
+        // In the foreground, a terminal needs no engine: cella relays it itself.
+        let mut own_console = None;
         let console = match (&opts.console_socket, plan.terminal) {
             (Some(path), true) => Some(
                 std::os::unix::net::UnixStream::connect(path)
                     .map_err(Error::io("connect to console socket", path))?
                     .into(),
             ),
+            (None, true) if !opts.detach => {
+                let pair =
+                    crate::tty::ConsolePair::new().map_err(|e| Error::Sys("socketpair", e))?;
+                let theirs = pair.theirs.try_clone().map_err(|e| Error::Sys("dup", e))?;
+                own_console = Some(pair);
+                // The process may ask its size at once: the pty is made with ours.
+                plan.console_size = plan.console_size.or_else(crate::tty::window_size);
+                Some(theirs)
+            }
             (None, true) => {
                 return Err(Error::Config {
                     file: "exec".into(),
                     field: "process.terminal".into(),
-                    msg: "a terminal needs --console-socket".into(),
+                    msg: "a detached process's terminal needs --console-socket".into(),
                 }
                 .into());
             }
@@ -390,9 +401,23 @@ impl Runtime {
         if let Some(pf) = &opts.pid_file {
             write_pid_file(pf, pid)?;
         }
+        let relay = match own_console {
+            Some(pair) => Some(
+                pair.receive()
+                    .and_then(crate::tty::Relay::start)
+                    .map_err(|e| Error::Sys("relay the process's terminal", e))?,
+            ),
+            None => None,
+        };
         match fwd {
             None => Ok((ExecOutcome::Detached(pid), warnings)),
-            Some(f) => Ok((ExecOutcome::Exited(f.wait_forwarding(pid)), warnings)),
+            Some(f) => {
+                let code = f.wait_forwarding_with(pid, relay.as_ref());
+                if let Some(r) = relay {
+                    r.finish();
+                }
+                Ok((ExecOutcome::Exited(code), warnings))
+            }
         }
     }
 

@@ -13,6 +13,7 @@ pub mod ops;
 mod resources;
 pub mod spec;
 pub mod state;
+mod tty;
 
 pub use container::{CreateOptions, Runtime, Warnings};
 pub use error::{Error, Result};
