@@ -161,6 +161,23 @@ check state_running running "$(state_field lim status)"
 want=$(sort -n $D/cgroup.procs | tr '\n' ' ')
 got=$($CELLA ps --format json lim 2>&1 | tr -d '[] ' | tr ',' '\n' | sort -n | tr '\n' ' ')
 check ps_json "$want" "$got"
+# exec: born in the container's cgroup (clone3 CLONE_INTO_CGROUP) and inside its cgroup
+# namespace.
+check exec_cgroup_ns "0::/" "$($CELLA exec lim cat /proc/self/cgroup 2>&1)"
+if $CELLA exec --detach --pid-file /tmp/exec.pid lim sleep 1000 2> /tmp/exec.err; then
+    check exec_in_cgroup "0::/vmtest/lim" "$(rd /proc/$(cat /tmp/exec.pid)/cgroup)"
+else
+    fail exec_in_cgroup "$(cat /tmp/exec.err)"
+fi
+# pause/resume through cgroup.freeze, update and events --stats on v2.
+$CELLA pause lim 2> /tmp/lim.err || fail pause_v2 "$(cat /tmp/lim.err)"
+check pause_v2 "frozen 1 paused" "$(grep frozen $D/cgroup.events) $(state_field lim status)"
+$CELLA resume lim 2> /tmp/lim.err || fail resume_v2 "$(cat /tmp/lim.err)"
+check resume_v2 "frozen 0 running" "$(grep frozen $D/cgroup.events) $(state_field lim status)"
+$CELLA update --memory 100663296 --pids-limit 99 lim 2> /tmp/lim.err || fail update_v2 "$(cat /tmp/lim.err)"
+check update_v2 "100663296 99" "$(rd $D/memory.max) $(rd $D/pids.max)"
+check_true events_stats_v2 "memory usage in events --stats" sh -c \
+    "$CELLA events --stats lim | grep -q '\"usage\"'"
 $CELLA kill --all lim KILL 2> /tmp/lim.err || fail kill_all "$(cat /tmp/lim.err)"
 if wait_status lim stopped; then
     check kill_all "" "$(cat $D/cgroup.procs)"
