@@ -115,6 +115,71 @@ fn notify_hands_the_listener_fd_and_state_to_the_agent() {
 }
 
 #[test]
+fn notify_for_an_exec_reaches_the_agent_with_the_exec_pid() {
+    if !require_root() {
+        return;
+    }
+    let c = Cella::new();
+    let dir = cella_tests::scratch_root().join(unique("agent-x"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock_path = dir.join("agent.sock");
+    let listener = UnixListener::bind(&sock_path).unwrap();
+    let b = bundle(
+        "exec sleep 100",
+        json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": sock_path,
+            "listenerMetadata": "exec-test",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
+        }),
+    );
+    let id = unique("scx");
+    // One connection for init (at create), one for the exec'd process.
+    let agent = std::thread::spawn(move || {
+        (0..2)
+            .map(|_| {
+                let (conn, _) = listener.accept().unwrap();
+                let (msg, fd) = cella_tests::recv_with_fd(&conn);
+                drop(fd);
+                msg
+            })
+            .collect::<Vec<_>>()
+    });
+    c.ok(["run", "--detach", "--bundle", b.dir.to_str().unwrap(), &id]);
+    let pid_file = dir.join("exec.pid");
+    let out = c.output([
+        "exec",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &id,
+        "sh",
+        "-c",
+        "mkdir /tmp/z 2>&1; echo done",
+    ]);
+    let msgs = agent.join().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    // The agent dropped the listener: the notified mkdir fails instead of hanging.
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("done"),
+        "{}",
+        show(&out)
+    );
+    let exec_pid: i64 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let st: Value = serde_json::from_slice(&msgs[1]).unwrap();
+    assert_eq!(st["fds"], json!(["seccompFd"]), "{st}");
+    assert_eq!(st["metadata"], json!("exec-test"));
+    assert_eq!(st["pid"], json!(exec_pid), "{st}");
+    assert_eq!(st["state"]["id"], json!(id));
+    assert_eq!(st["state"]["status"], json!("running"));
+    c.ok(["delete", "--force", &id]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn log_action_reaches_the_kernel_log() {
     if !require_root() {
         return;

@@ -206,6 +206,18 @@ struct ExecPlan {
     cgroup_by_pid: Option<Cgroup>,
     console: Option<OwnedFd>,
     preserve_fds: u32,
+    /// With SCMP_ACT_NOTIFY: where the process sends its listener fd back to the
+    /// runtime, which hands it to the agent with the process's host pid.
+    notify_back: Option<OwnedFd>,
+}
+
+/// The seccomp agent of an exec'd process: connected before the fork (a host path), and
+/// sent the listener fd once the process has it.
+struct NotifyAgent {
+    path: PathBuf,
+    metadata: Option<String>,
+    sock: std::os::unix::net::UnixStream,
+    ours: OwnedFd,
 }
 
 impl Runtime {
@@ -293,16 +305,25 @@ impl Runtime {
             }
             _ => None,
         };
+        let mut agent = None;
+        let mut notify_back = None;
         let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
             Some(s) => {
                 let prog = cella_seccomp::compile(s).map_err(Error::from)?;
                 if prog.needs_notify() {
-                    return Err(Error::Config {
-                        file: "config.json".into(),
-                        field: "linux.seccomp".into(),
-                        msg: "exec into a container whose profile notifies an agent (SCMP_ACT_NOTIFY) is not supported".into(),
-                    }
-                    .into());
+                    // As for init, the agent gets the new process's listener (runc does
+                    // the same for exec).
+                    let path = s.listener_path().clone().unwrap_or_default();
+                    let sock = cella_seccomp::connect_listener(&path).map_err(Error::from)?;
+                    let (theirs, ours) = std::os::unix::net::UnixStream::pair()
+                        .map_err(|e| Error::Sys("socketpair", e))?;
+                    notify_back = Some(OwnedFd::from(theirs));
+                    agent = Some(NotifyAgent {
+                        path,
+                        metadata: s.listener_metadata().clone(),
+                        sock,
+                        ours: ours.into(),
+                    });
                 }
                 Some(prog)
             }
@@ -349,6 +370,7 @@ impl Runtime {
             cgroup_by_pid: if cg_fd.is_some() { None } else { cg },
             console,
             preserve_fds: opts.preserve_fds,
+            notify_back,
         };
 
         let fwd = (!opts.detach).then(SignalForwarder::block);
@@ -396,6 +418,14 @@ impl Runtime {
                 source: io::Error::other("no process"),
             });
         };
+        if let Some(a) = agent {
+            let sent = hand_to_agent(&a, &st, pid);
+            if let Err(e) = sent {
+                let _ = sys::kill(pid, libc::SIGKILL);
+                let _ = sys::waitpid(pid, 0);
+                return Err(e.into());
+            }
+        }
         // The process runs: the container's lock is no longer needed.
         drop(locked);
         if let Some(pf) = &opts.pid_file {
@@ -513,7 +543,7 @@ fn prepare_and_exec(x: &ExecPlan) -> std::result::Result<std::convert::Infallibl
     if !p.no_new_privs
         && let Some(s) = &x.seccomp
     {
-        s.install().map_err(|e| fail_msg(&e))?;
+        install_seccomp(x, s)?;
     }
     p.user
         .switch(&p.caps, setgroups_allowed)
@@ -521,7 +551,7 @@ fn prepare_and_exec(x: &ExecPlan) -> std::result::Result<std::convert::Infallibl
     if p.no_new_privs {
         cella_isolate::creds::set_no_new_privs().map_err(fail("set", b"no_new_privs"))?;
         if let Some(s) = &x.seccomp {
-            s.install().map_err(|e| fail_msg(&e))?;
+            install_seccomp(x, s)?;
         }
     }
     if let Some(slave) = &slave {
@@ -544,6 +574,33 @@ fn prepare_and_exec(x: &ExecPlan) -> std::result::Result<std::convert::Infallibl
         .collect();
     let e = sys::execve(&exe, &argv, &envp);
     Err(fail("execve", exe.to_bytes())(e))
+}
+
+/// Loads the container's filter; a notify listener goes back to the runtime.
+fn install_seccomp(
+    x: &ExecPlan,
+    s: &cella_seccomp::SeccompProgram,
+) -> std::result::Result<(), Fail> {
+    let notify = s.install().map_err(|e| fail_msg(&e))?;
+    if let (Some(fd), Some(back)) = (notify, &x.notify_back) {
+        sys::send_fd(back.as_fd(), b"seccomp", fd.as_fd())
+            .map_err(fail("send", b"the seccomp listener to the runtime"))?;
+    }
+    Ok(())
+}
+
+/// Sends the exec'd process's listener fd to the agent, with the state runc sends.
+fn hand_to_agent(a: &NotifyAgent, st: &crate::state::ContainerState, pid: i32) -> Result<()> {
+    let fd = cella_isolate::console::recv_master(a.ours.as_fd())
+        .map_err(|e| Error::Sys("receive the process's seccomp listener", e))?;
+    let state: oci_spec::runtime::State = serde_json::from_value(serde_json::json!({
+        "ociVersion": "1.2.0", "id": st.id, "status": "running", "pid": pid,
+        "bundle": st.bundle,
+    }))
+    .map_err(|e| Error::Sys("encode the container state", io::Error::other(e)))?;
+    let json = cella_seccomp::process_state_json(&state, pid, a.metadata.as_deref())
+        .map_err(Error::from)?;
+    cella_seccomp::send_over(a.sock.as_fd(), &a.path, fd.as_fd(), &json).map_err(Error::from)
 }
 
 /// fchdir into the container's root (opened through /proc/<init>/root before the mount
