@@ -10,6 +10,7 @@ pub mod channel;
 pub mod console;
 pub mod creds;
 pub mod exe;
+pub mod idmap;
 pub mod namespaces;
 pub mod rootfs;
 pub mod sys;

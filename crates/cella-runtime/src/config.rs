@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use cella_isolate::caps::{self, CapSets};
 use cella_isolate::creds::{self, Rlimit, SchedAttr, User};
+use cella_isolate::idmap::{Caller, IdMapError, IdMapPlan};
 use cella_isolate::namespaces::{IdMap, NsJoin, NsKind, TimeOffsets};
 use cella_isolate::rootfs::{RootfsOptions, RootfsPlan};
 use oci_spec::runtime::{Hook, LinuxIdMapping, Spec};
@@ -40,6 +41,9 @@ pub struct InitPlan {
     pub uid_maps: Vec<IdMap>,
     /// gid map of a new user namespace.
     pub gid_maps: Vec<IdMap>,
+    /// Who writes those maps (the runtime, or newuidmap/newgidmap for an unprivileged
+    /// caller's subordinate ids), checked against /etc/subuid and /etc/subgid.
+    pub id_map_plan: Option<IdMapPlan>,
     /// Offsets of a new time namespace.
     pub time_offsets: TimeOffsets,
     /// Hostname to set.
@@ -252,6 +256,18 @@ pub fn plan(spec: &Spec, bundle: &Path, no_pivot: bool) -> Result<InitPlan> {
             "id mappings need a new user namespace",
         ));
     }
+    let id_map_plan = if creates(NsKind::User) {
+        Some(
+            IdMapPlan::new(uid_maps.clone(), gid_maps.clone(), &Caller::current()).map_err(
+                |e| match e {
+                    IdMapError::Invalid { field, message } => Error::config(field, message),
+                    e => Error::IdMap(e),
+                },
+            )?,
+        )
+    } else {
+        None
+    };
     let in_user_namespace = has(NsKind::User);
 
     // Time namespace.
@@ -361,6 +377,7 @@ pub fn plan(spec: &Spec, bundle: &Path, no_pivot: bool) -> Result<InitPlan> {
         joins,
         uid_maps,
         gid_maps,
+        id_map_plan,
         time_offsets,
         hostname,
         domainname,

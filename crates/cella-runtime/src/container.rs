@@ -617,10 +617,10 @@ fn spawn(
         let msg = parent.recv().map_err(|e| Error::Sys("read from init", e))?;
         match msg {
             Some(Message::UserNsCreated) => {
-                // An unprivileged runtime may only write a gid map once setgroups is
-                // denied in the new namespace.
-                let unprivileged = sys::geteuid() != 0;
-                namespaces::write_id_maps(first, &plan.uid_maps, &plan.gid_maps, unprivileged)?;
+                // Directly, or through newuidmap/newgidmap for an unprivileged caller.
+                if let Some(maps) = &plan.id_map_plan {
+                    maps.write(first)?;
+                }
                 parent
                     .send(Message::MapsWritten)
                     .map_err(|e| Error::Sys("write to init", e))?;
