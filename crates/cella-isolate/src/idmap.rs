@@ -404,13 +404,22 @@ mod tests {
         }
     }
 
-    fn files(tag: &str, subuid: &str, subgid: &str) -> (PathBuf, PathBuf) {
+    /// A private subuid and subgid file, removed on drop.
+    struct Files(PathBuf);
+
+    impl Drop for Files {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn files(tag: &str, subuid: &str, subgid: &str) -> (PathBuf, PathBuf, Files) {
         let dir = std::env::temp_dir().join(format!("cella-idmap-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (u, g) = (dir.join("subuid"), dir.join("subgid"));
         std::fs::write(&u, subuid).unwrap();
         std::fs::write(&g, subgid).unwrap();
-        (u, g)
+        (u, g, Files(dir))
     }
 
     #[test]
@@ -425,7 +434,7 @@ mod tests {
 
     #[test]
     fn own_id_alone_is_written_directly() {
-        let (u, g) = files("own", "", "");
+        let (u, g, _dir) = files("own", "", "");
         let p = IdMapPlan::with_files(vec![m(0, 1001, 1)], vec![m(0, 1002, 1)], &user(), &u, &g)
             .unwrap();
         assert_eq!(p.uid_writer, MapWriter::Direct);
@@ -434,7 +443,7 @@ mod tests {
 
     #[test]
     fn delegated_ranges_go_through_the_helper() {
-        let (u, g) = files("sub", "alice:100000:65536\n", "alice:100000:65536\n");
+        let (u, g, _dir) = files("sub", "alice:100000:65536\n", "alice:100000:65536\n");
         let p = IdMapPlan::with_files(
             vec![m(0, 1001, 1), m(1, 100000, 65536)],
             vec![m(0, 1002, 1)],
@@ -454,7 +463,7 @@ mod tests {
 
     #[test]
     fn ranges_not_delegated_are_refused_naming_the_field() {
-        let (u, g) = files("bad", "alice:100000:65536\n", "");
+        let (u, g, _dir) = files("bad", "alice:100000:65536\n", "");
         let e = IdMapPlan::with_files(
             vec![m(0, 1001, 1), m(1, 100000, 65537)],
             vec![m(0, 1002, 1)],
