@@ -104,6 +104,14 @@ impl Caller {
     }
 }
 
+/// True when this process is in the initial user namespace (its uid map is the
+/// identity over every id). Root in another user namespace is not root of the host: it
+/// cannot create cgroups or write /run, as runc also assumes.
+pub fn in_initial_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+}
+
 /// The name of `uid` from the password database.
 fn user_name(uid: u32) -> Option<String> {
     let mut buf = vec![0u8; 4096];

@@ -418,19 +418,19 @@ fn make_cgroup(
             e.raw_os_error(),
             Some(libc::EACCES | libc::EPERM | libc::EROFS)
         );
-        if sys::geteuid() != 0 && denied {
+        if denied && crate::rootless::rootless() {
             let _ = cg.destroy();
             st.cgroup = None;
             locked.save(st)?;
-            warnings.push(format!(
-                "no cgroup: {} (the cgroup hierarchy is not delegated to this user); resource limits are not applied",
-                crate::error_chain(&e)
+            warnings.push(crate::rootless::no_cgroup_warning(
+                &crate::error_chain(&e),
+                resources,
             ));
             return Ok(());
         }
         return Err(e.into());
     }
-    cg.apply(resources)?;
+    cg.apply(&crate::rootless::applicable(resources))?;
     Ok(())
 }
 

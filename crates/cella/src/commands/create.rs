@@ -46,11 +46,12 @@ impl CreateArgs {
 }
 
 /// Re-executes from a sealed copy of the binary before anything is cloned into a
-/// container (see cella_isolate::exe). Unprivileged users cannot write the installed
-/// binary anyway, so they skip the copy.
+/// container (see cella_isolate::exe). Unprivileged users (and root of a user
+/// namespace, to whom the host's root-owned binary is unmapped) cannot write the
+/// installed binary anyway, so they skip the copy.
 pub fn protect_binary() -> Result<(), cella_isolate::exe::ExeError> {
     // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
+    if unsafe { libc::geteuid() } == 0 && cella_isolate::idmap::in_initial_user_namespace() {
         cella_isolate::exe::ensure_protected()?;
     }
     Ok(())

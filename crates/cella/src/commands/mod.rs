@@ -25,18 +25,23 @@ use std::path::PathBuf;
 pub type CmdResult = Result<u8, Box<dyn std::error::Error>>;
 
 /// The state root: `--root`, else /run/cella for root and $XDG_RUNTIME_DIR/cella for
-/// everyone else (never a shared directory such as /tmp, where another user could
+/// everyone else (and for root of a user namespace when it is set) (never a shared directory such as /tmp, where another user could
 /// have made it first).
 pub fn state_root(cli: &Cli) -> Result<PathBuf, NoStateRoot> {
     if let Some(r) = &cli.root {
         return Ok(r.clone());
     }
+    let xdg = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty());
+    // Root of a user namespace other than the host's (rootless Podman runs the runtime
+    // so) cannot write /run either: it uses $XDG_RUNTIME_DIR when that is set.
     // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return Ok(PathBuf::from("/run/cella"));
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+    let root = unsafe { libc::geteuid() } == 0;
+    match xdg {
+        _ if root && cella_isolate::idmap::in_initial_user_namespace() => {
+            Ok(PathBuf::from("/run/cella"))
+        }
         Some(d) => Ok(PathBuf::from(d).join("cella")),
+        None if root => Ok(PathBuf::from("/run/cella")),
         None => Err(NoStateRoot),
     }
 }
