@@ -268,7 +268,9 @@ pub fn plan(spec: &Spec, bundle: &Path, no_pivot: bool) -> Result<InitPlan> {
     } else {
         None
     };
-    let in_user_namespace = has(NsKind::User);
+    // The runtime may itself be root of a user namespace (rootless Podman runs it so):
+    // its container is in one too, even without a new one of its own.
+    let in_user_namespace = has(NsKind::User) || !cella_isolate::idmap::in_initial_user_namespace();
 
     // Time namespace.
     let mut time_offsets = TimeOffsets::default();
