@@ -60,7 +60,7 @@ struct TestUser {
     /// (first, count) in /etc/subuid and /etc/subgid.
     subuid: (u32, u32),
     subgid: (u32, u32),
-    /// Its $XDG_RUNTIME_DIR (mode 700, owned by it).
+    /// Its $XDG_RUNTIME_DIR (mode 700, owned by it, under /tmp).
     xdg: PathBuf,
 }
 
@@ -97,7 +97,8 @@ impl TestUser {
             gid,
             subuid: (0, 0),
             subgid: (0, 0),
-            xdg: scratch_root().join(unique("xdg")),
+            // Short: Podman's conmon times out on socket paths near the 108-byte limit.
+            xdg: std::env::temp_dir().join(unique("cella-rl")),
         };
         // useradd delegates ranges when login.defs asks it to; otherwise add one past
         // every range in use.
@@ -136,22 +137,28 @@ impl TestUser {
         user
     }
 
+    /// `program` run as this user, with its XDG_RUNTIME_DIR.
+    fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid))
+            .arg("--init-groups")
+            .arg("--")
+            .arg(program)
+            .env("XDG_RUNTIME_DIR", &self.xdg)
+            .current_dir("/")
+            .stdin(Stdio::null());
+        c
+    }
+
     /// `cella <args>` run as this user, with its XDG_RUNTIME_DIR.
     fn cmd<I, S>(&self, args: I) -> Command
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut c = Command::new("setpriv");
-        c.arg(format!("--reuid={}", self.uid))
-            .arg(format!("--regid={}", self.gid))
-            .arg("--init-groups")
-            .arg("--")
-            .arg(cella_bin())
-            .args(args)
-            .env("XDG_RUNTIME_DIR", &self.xdg)
-            .current_dir("/")
-            .stdin(Stdio::null());
+        let mut c = self.command(cella_bin());
+        c.args(args);
         c
     }
 
@@ -783,4 +790,153 @@ fn a_delegated_cgroup_gets_the_limits() {
         );
     }
     assert_eq!(user.leftovers(), Vec::<String>::new());
+}
+
+/// Rootless Podman, with its storage and runtime dirs in the user's XDG_RUNTIME_DIR,
+/// running a busybox image imported from the harness's rootfs. Its pause process (which
+/// holds Podman's user namespace) is killed by pid at the end.
+struct RootlessPodman<'a> {
+    user: &'a TestUser,
+    home: PathBuf,
+}
+
+impl<'a> RootlessPodman<'a> {
+    fn new(user: &'a TestUser) -> RootlessPodman<'a> {
+        let home = user.xdg.join("home");
+        fs::create_dir_all(&home).unwrap();
+        std::os::unix::fs::chown(&home, Some(user.uid), Some(user.gid)).unwrap();
+        RootlessPodman { user, home }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.user.command("podman");
+        c.env("HOME", &self.home)
+            .env("XDG_CONFIG_HOME", self.home.join(".config"))
+            .env("XDG_DATA_HOME", self.home.join(".local/share"))
+            .arg("--runtime")
+            .arg(cella_bin())
+            .args(args);
+        c
+    }
+
+    fn output(&self, args: &[&str]) -> Output {
+        output_via_files(self.cmd(args))
+    }
+}
+
+impl Drop for RootlessPodman<'_> {
+    fn drop(&mut self) {
+        let _ = self.output(&["rm", "--all", "--force", "--time", "0"]);
+        let pause = self.user.xdg.join("libpod/tmp/pause.pid");
+        if let Some(pid) = fs::read_to_string(pause)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .filter(|p| *p > 1)
+        {
+            // SAFETY: kill(2) on a pid this test's Podman started; no memory involved.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+#[test]
+fn rootless_podman_runs_cella_with_and_without_keep_id() {
+    if !ready() || !require_tool("podman") {
+        return;
+    }
+    let user = TestUser::new();
+    let podman = RootlessPodman::new(&user);
+    // The image: the harness's busybox rootfs, imported (no registry here).
+    let b = Bundle::new("rl-podman", &["true"]);
+    let tar = user.xdg.join("rootfs.tar");
+    let out = Command::new("tar")
+        .arg("-C")
+        .arg(b.rootfs())
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    std::os::unix::fs::chown(&tar, Some(user.uid), Some(user.gid)).unwrap();
+    let image = unique("cella-rl").to_lowercase();
+    let out = podman.output(&["import", tar.to_str().unwrap(), &image]);
+    assert!(out.status.success(), "podman import: {}", show(&out));
+
+    // Podman's own user namespace maps the user to root and its subordinate ids after;
+    // cella runs in it as root of a user namespace and binds the device nodes.
+    let script = "id -u; cat /proc/self/uid_map; echo x > /dev/null && echo null-ok";
+    let out = podman.output(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &image,
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    let text = stdout(&out);
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let (u, s0) = (user.uid.to_string(), user.subuid.0.to_string());
+    assert_eq!(lines[0], ["0"], "{text}");
+    assert_eq!(lines[1], ["0", u.as_str(), "1"], "{text}");
+    assert_eq!(lines[2][..2], ["1", s0.as_str()], "{text}");
+    assert!(text.contains("null-ok"), "{text}");
+
+    // --userns=keep-id: a user namespace of the container's own, in which the user keeps
+    // its uid (mapped to Podman's 0, the user outside).
+    let out = podman.output(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--userns=keep-id",
+        &image,
+        "sh",
+        "-c",
+        "id -u; cat /proc/self/uid_map",
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    let text = stdout(&out);
+    assert_eq!(text.lines().next(), Some(u.as_str()), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == [u.as_str(), "0", "1"]),
+        "{text}"
+    );
+
+    // Exit codes come through, and exec into a detached container works.
+    let out = podman.output(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &image,
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let name = unique("rl-pd");
+    let out = podman.output(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        "none",
+        &image,
+        "sleep",
+        "1000",
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    let out = podman.output(&["exec", &name, "sh", "-c", "echo exec-ok"]);
+    assert_eq!(stdout(&out).trim(), "exec-ok", "{}", show(&out));
+    let out = podman.output(&["rm", "--force", "--time", "0", &name]);
+    assert!(out.status.success(), "{}", show(&out));
 }
