@@ -544,6 +544,31 @@ fn a_mapping_outside_subuid_is_refused_and_leaves_nothing() {
 }
 
 #[test]
+fn a_config_without_a_user_namespace_is_refused() {
+    if !ready() {
+        return;
+    }
+    let user = TestUser::new();
+    // runc's default (root) config: new namespaces but no user namespace.
+    let b = Bundle::new("rl-nouserns", &["true"]);
+    let id = unique("c");
+    let out = user.output([
+        OsStr::new("run"),
+        OsStr::new("--bundle"),
+        b.dir.as_os_str(),
+        OsStr::new(&id),
+    ]);
+    assert!(!out.status.success(), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("config.json: linux.namespaces: an unprivileged user can create namespaces only inside a user namespace")
+            && err.contains("cella spec --rootless"),
+        "{err}"
+    );
+    assert_eq!(user.leftovers(), Vec::<String>::new());
+}
+
+#[test]
 fn without_xdg_runtime_dir_the_error_says_to_pass_root() {
     if !ready() {
         return;

@@ -256,6 +256,14 @@ pub fn plan(spec: &Spec, bundle: &Path, no_pivot: bool) -> Result<InitPlan> {
             "id mappings need a new user namespace",
         ));
     }
+    // Only CAP_SYS_ADMIN may create the other namespaces; an unprivileged user has it
+    // in a user namespace of its own, created first.
+    if cella_isolate::sys::geteuid() != 0 && !has(NsKind::User) && new_ns != 0 {
+        return Err(Error::config(
+            "linux.namespaces",
+            "an unprivileged user can create namespaces only inside a user namespace: add {\"type\": \"user\"} with linux.uidMappings and linux.gidMappings (`cella spec --rootless` writes such a config)",
+        ));
+    }
     let id_map_plan = if creates(NsKind::User) {
         Some(
             IdMapPlan::new(uid_maps.clone(), gid_maps.clone(), &Caller::current()).map_err(

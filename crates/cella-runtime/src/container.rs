@@ -113,10 +113,10 @@ impl Runtime {
                 j.path.display()
             ));
         }
-        if !plan.uid_maps.is_empty() {
+        if let Some(m) = &plan.id_map_plan {
             steps.push(format!(
-                "uid_map {:?}, gid_map {:?}",
-                plan.uid_maps, plan.gid_maps
+                "uid_map {:?} by {:?}, gid_map {:?} by {:?}",
+                m.uid_maps, m.uid_writer, m.gid_maps, m.gid_writer
             ));
         }
         if !plan.time_offsets.is_empty() {
