@@ -106,10 +106,14 @@ impl Caller {
 
 /// True when this process is in the initial user namespace (its uid map is the
 /// identity over every id). Root in another user namespace is not root of the host: it
-/// cannot create cgroups or write /run, as runc also assumes.
+/// cannot create cgroups or write /run, as runc also assumes. Read once per process:
+/// the runtime never changes its own user namespace.
 pub fn in_initial_user_namespace() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map")
-        .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+    static INITIAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *INITIAL.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/uid_map")
+            .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+    })
 }
 
 /// The name of `uid` from the password database.
