@@ -569,6 +569,47 @@ fn a_config_without_a_user_namespace_is_refused() {
 }
 
 #[test]
+fn rootless_false_makes_a_missing_cgroup_an_error() {
+    if !ready() {
+        return;
+    }
+    let user = TestUser::new();
+    let mut b = user.bundle("rl-strict", &["true"]);
+    b.config["linux"]["resources"] = json!({"pids": {"limit": 10}});
+    b.save();
+    let id = unique("c");
+    // runc's `--rootless false`: cgroup permission errors are not ignored.
+    let out = user.output([
+        OsStr::new("--rootless=false"),
+        OsStr::new("run"),
+        OsStr::new("--bundle"),
+        b.dir.as_os_str(),
+        OsStr::new(&id),
+    ]);
+    assert!(!out.status.success(), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cgroup: create `") && err.contains("Permission denied"),
+        "{err}"
+    );
+    assert_eq!(user.leftovers(), Vec::<String>::new());
+    // Auto (the default) runs it, naming the limit it could not apply.
+    let out = user.output([
+        OsStr::new("run"),
+        OsStr::new("--bundle"),
+        b.dir.as_os_str(),
+        OsStr::new(&id),
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("linux.resources.pids not applied"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(user.leftovers(), Vec::<String>::new());
+}
+
+#[test]
 fn without_xdg_runtime_dir_the_error_says_to_pass_root() {
     if !ready() {
         return;

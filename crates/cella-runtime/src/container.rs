@@ -41,6 +41,9 @@ pub struct CreateOptions {
 pub struct Runtime {
     pub(crate) store: Store,
     systemd_cgroup: bool,
+    /// `--rootless`: Some(true) tolerates cgroup permission errors, Some(false) never
+    /// does, None decides from the process's privileges.
+    rootless: Option<bool>,
 }
 
 /// What a successful operation wants the user told (warnings).
@@ -52,12 +55,21 @@ impl Runtime {
         Runtime {
             store: Store::new(root),
             systemd_cgroup: false,
+            rootless: None,
         }
     }
 
     /// Uses the systemd cgroup driver (`--systemd-cgroup`).
     pub fn with_systemd_cgroup(mut self, on: bool) -> Runtime {
         self.systemd_cgroup = on;
+        self
+    }
+
+    /// Sets rootless mode as runc's `--rootless true|false|auto` does (None: auto).
+    /// Rootless, a cgroup the user may not create is skipped with a warning and device
+    /// rules are not written; not rootless, both are errors.
+    pub fn with_rootless(mut self, mode: Option<bool>) -> Runtime {
+        self.rootless = mode;
         self
     }
 
@@ -215,7 +227,8 @@ impl Runtime {
         // Validation is over: from here on every resource is recorded before it is made.
         let locked = self.store.create(id)?;
         locked.save(&st)?;
-        let made = make_cgroup(&locked, &mut st, &resources, &mut warnings)
+        let rootless = self.rootless.unwrap_or_else(crate::rootless::rootless);
+        let made = make_cgroup(&locked, &mut st, &resources, rootless, &mut warnings)
             .and_then(|()| spawn(&plan, &locked, &mut st, opts, &runtime_hooks));
         match made {
             Ok(pid) => Ok((pid, warnings)),
@@ -403,11 +416,13 @@ impl Runtime {
 }
 
 /// Creates the cgroup the state already records and applies the limits. An
-/// unprivileged user without a delegated hierarchy runs without one, with a warning.
+/// unprivileged user without a delegated hierarchy (`rootless`) runs without one, with a
+/// warning.
 fn make_cgroup(
     locked: &Locked,
     st: &mut ContainerState,
     resources: &oci_spec::runtime::LinuxResources,
+    rootless: bool,
     warnings: &mut Warnings,
 ) -> Result<()> {
     let Some(cg) = st.cgroup.clone() else {
@@ -418,7 +433,7 @@ fn make_cgroup(
             e.raw_os_error(),
             Some(libc::EACCES | libc::EPERM | libc::EROFS)
         );
-        if denied && crate::rootless::rootless() {
+        if denied && rootless {
             let _ = cg.destroy();
             st.cgroup = None;
             locked.save(st)?;
@@ -430,7 +445,7 @@ fn make_cgroup(
         }
         return Err(e.into());
     }
-    cg.apply(&crate::rootless::applicable(resources))?;
+    cg.apply(&crate::rootless::applicable(resources, rootless))?;
     Ok(())
 }
 

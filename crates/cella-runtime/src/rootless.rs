@@ -14,8 +14,11 @@ pub(crate) fn rootless() -> bool {
 /// rules when rootless, since only CAP_SYS_ADMIN over the host may change a devices
 /// cgroup or attach a device program (runc ignores those errors for the same reason),
 /// and a rootless container reaches only host device nodes its user may open anyway.
-pub(crate) fn applicable(res: &LinuxResources) -> std::borrow::Cow<'_, LinuxResources> {
-    if !rootless() {
+pub(crate) fn applicable(
+    res: &LinuxResources,
+    rootless: bool,
+) -> std::borrow::Cow<'_, LinuxResources> {
+    if !rootless {
         return std::borrow::Cow::Borrowed(res);
     }
     let mut res = res.clone();

@@ -60,9 +60,27 @@ impl std::fmt::Display for NoStateRoot {
 
 impl std::error::Error for NoStateRoot {}
 
+/// `--rootless`: auto, true or false (runc's values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RootlessMode {
+    /// Rootless when not root of the host.
+    Auto,
+    /// Always rootless.
+    True,
+    /// Never rootless.
+    False,
+}
+
 /// The runtime for this invocation's global flags.
 pub fn runtime(cli: &Cli) -> Result<Runtime, NoStateRoot> {
-    Ok(Runtime::new(state_root(cli)?).with_systemd_cgroup(cli.systemd_cgroup))
+    let rootless = match cli.rootless {
+        None | Some(RootlessMode::Auto) => None,
+        Some(RootlessMode::True) => Some(true),
+        Some(RootlessMode::False) => Some(false),
+    };
+    Ok(Runtime::new(state_root(cli)?)
+        .with_systemd_cgroup(cli.systemd_cgroup)
+        .with_rootless(rootless))
 }
 
 /// Prints warnings a library handed back.
