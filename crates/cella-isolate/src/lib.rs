@@ -11,6 +11,7 @@ pub mod console;
 pub mod coresched;
 pub mod creds;
 pub mod exe;
+pub mod idmap;
 pub mod landlock;
 pub mod namespaces;
 pub mod rootfs;

@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use cella_isolate::caps::{self, CapSets};
 use cella_isolate::creds::{self, Rlimit, SchedAttr, User};
+use cella_isolate::idmap::{Caller, IdMapError, IdMapPlan};
 use cella_isolate::namespaces::{IdMap, NsJoin, NsKind, TimeOffsets};
 use cella_isolate::rootfs::{RootfsOptions, RootfsPlan};
 use oci_spec::runtime::{Hook, LinuxIdMapping, Spec};
@@ -40,6 +41,9 @@ pub struct InitPlan {
     pub uid_maps: Vec<IdMap>,
     /// gid map of a new user namespace.
     pub gid_maps: Vec<IdMap>,
+    /// Who writes those maps (the runtime, or newuidmap/newgidmap for an unprivileged
+    /// caller's subordinate ids), checked against /etc/subuid and /etc/subgid.
+    pub id_map_plan: Option<IdMapPlan>,
     /// Offsets of a new time namespace.
     pub time_offsets: TimeOffsets,
     /// Hostname to set.
@@ -252,7 +256,29 @@ pub fn plan(spec: &Spec, bundle: &Path, no_pivot: bool) -> Result<InitPlan> {
             "id mappings need a new user namespace",
         ));
     }
-    let in_user_namespace = has(NsKind::User);
+    // Only CAP_SYS_ADMIN may create the other namespaces; an unprivileged user has it
+    // in a user namespace of its own, created first.
+    if cella_isolate::sys::geteuid() != 0 && !has(NsKind::User) && new_ns != 0 {
+        return Err(Error::config(
+            "linux.namespaces",
+            "an unprivileged user can create namespaces only inside a user namespace: add {\"type\": \"user\"} with linux.uidMappings and linux.gidMappings (`cella spec --rootless` writes such a config)",
+        ));
+    }
+    let id_map_plan = if creates(NsKind::User) {
+        Some(
+            IdMapPlan::new(uid_maps.clone(), gid_maps.clone(), &Caller::current()).map_err(
+                |e| match e {
+                    IdMapError::Invalid { field, message } => Error::config(field, message),
+                    e => Error::IdMap(e),
+                },
+            )?,
+        )
+    } else {
+        None
+    };
+    // The runtime may itself be root of a user namespace (rootless Podman runs it so):
+    // its container is in one too, even without a new one of its own.
+    let in_user_namespace = has(NsKind::User) || !cella_isolate::idmap::in_initial_user_namespace();
 
     // Time namespace.
     let mut time_offsets = TimeOffsets::default();
@@ -361,6 +387,7 @@ pub fn plan(spec: &Spec, bundle: &Path, no_pivot: bool) -> Result<InitPlan> {
         joins,
         uid_maps,
         gid_maps,
+        id_map_plan,
         time_offsets,
         hostname,
         domainname,

@@ -41,6 +41,9 @@ pub struct CreateOptions {
 pub struct Runtime {
     pub(crate) store: Store,
     systemd_cgroup: bool,
+    /// `--rootless`: Some(true) tolerates cgroup permission errors, Some(false) never
+    /// does, None decides from the process's privileges.
+    rootless: Option<bool>,
 }
 
 /// What a successful operation wants the user told (warnings).
@@ -52,12 +55,21 @@ impl Runtime {
         Runtime {
             store: Store::new(root),
             systemd_cgroup: false,
+            rootless: None,
         }
     }
 
     /// Uses the systemd cgroup driver (`--systemd-cgroup`).
     pub fn with_systemd_cgroup(mut self, on: bool) -> Runtime {
         self.systemd_cgroup = on;
+        self
+    }
+
+    /// Sets rootless mode as runc's `--rootless true|false|auto` does (None: auto).
+    /// Rootless, a cgroup the user may not create is skipped with a warning and device
+    /// rules are not written; not rootless, both are errors.
+    pub fn with_rootless(mut self, mode: Option<bool>) -> Runtime {
+        self.rootless = mode;
         self
     }
 
@@ -113,10 +125,10 @@ impl Runtime {
                 j.path.display()
             ));
         }
-        if !plan.uid_maps.is_empty() {
+        if let Some(m) = &plan.id_map_plan {
             steps.push(format!(
-                "uid_map {:?}, gid_map {:?}",
-                plan.uid_maps, plan.gid_maps
+                "uid_map {:?} by {:?}, gid_map {:?} by {:?}",
+                m.uid_maps, m.uid_writer, m.gid_maps, m.gid_writer
             ));
         }
         if !plan.time_offsets.is_empty() {
@@ -227,10 +239,12 @@ impl Runtime {
         // Validation is over: from here on every resource is recorded before it is made.
         let locked = self.store.create(id)?;
         locked.save(&st)?;
-        let made = make_cgroup(&locked, &mut st, &resources, &mut warnings).and_then(|()| {
-            primer.finish();
-            spawn(&plan, &locked, &mut st, opts, own_console, &runtime_hooks)
-        });
+        let rootless = self.rootless.unwrap_or_else(crate::rootless::rootless);
+        let made =
+            make_cgroup(&locked, &mut st, &resources, rootless, &mut warnings).and_then(|()| {
+                primer.finish();
+                spawn(&plan, &locked, &mut st, opts, own_console, &runtime_hooks)
+            });
         match made {
             Ok(pid) => Ok((pid, warnings, relayed)),
             Err(e) => {
@@ -439,11 +453,13 @@ impl Runtime {
 }
 
 /// Creates the cgroup the state already records and applies the limits. An
-/// unprivileged user without a delegated hierarchy runs without one, with a warning.
+/// unprivileged user without a delegated hierarchy (`rootless`) runs without one, with a
+/// warning.
 fn make_cgroup(
     locked: &Locked,
     st: &mut ContainerState,
     resources: &oci_spec::runtime::LinuxResources,
+    rootless: bool,
     warnings: &mut Warnings,
 ) -> Result<()> {
     let Some(cg) = st.cgroup.clone() else {
@@ -454,19 +470,19 @@ fn make_cgroup(
             e.raw_os_error(),
             Some(libc::EACCES | libc::EPERM | libc::EROFS)
         );
-        if sys::geteuid() != 0 && denied {
+        if denied && rootless {
             let _ = cg.destroy();
             st.cgroup = None;
             locked.save(st)?;
-            warnings.push(format!(
-                "no cgroup: {} (the cgroup hierarchy is not delegated to this user); resource limits are not applied",
-                crate::error_chain(&e)
+            warnings.push(crate::rootless::no_cgroup_warning(
+                &crate::error_chain(&e),
+                resources,
             ));
             return Ok(());
         }
         return Err(e.into());
     }
-    cg.apply(resources)?;
+    cg.apply(&crate::rootless::applicable(resources, rootless))?;
     Ok(())
 }
 
@@ -658,10 +674,10 @@ fn spawn(
         let msg = parent.recv().map_err(|e| Error::Sys("read from init", e))?;
         match msg {
             Some(Message::UserNsCreated) => {
-                // An unprivileged runtime may only write a gid map once setgroups is
-                // denied in the new namespace.
-                let unprivileged = sys::geteuid() != 0;
-                namespaces::write_id_maps(first, &plan.uid_maps, &plan.gid_maps, unprivileged)?;
+                // Directly, or through newuidmap/newgidmap for an unprivileged caller.
+                if let Some(maps) = &plan.id_map_plan {
+                    maps.write(first)?;
+                }
                 parent
                     .send(Message::MapsWritten)
                     .map_err(|e| Error::Sys("write to init", e))?;

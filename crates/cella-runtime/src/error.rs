@@ -88,6 +88,9 @@ pub enum Error {
     /// Namespace handling failed.
     #[error(transparent)]
     Namespace(#[from] cella_isolate::namespaces::NsError),
+    /// Reading /etc/subuid or writing the id maps of the user namespace failed.
+    #[error(transparent)]
+    IdMap(#[from] cella_isolate::idmap::IdMapError),
     /// Planning the rootfs failed.
     #[error(transparent)]
     Rootfs(#[from] cella_isolate::rootfs::RootfsError),

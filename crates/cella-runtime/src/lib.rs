@@ -11,6 +11,7 @@ pub mod hooks;
 mod init;
 pub mod ops;
 mod resources;
+mod rootless;
 pub mod spec;
 pub mod state;
 mod tty;

@@ -30,9 +30,11 @@ pub struct Globals {
     /// Manage cgroups through systemd.
     #[arg(long = "systemd-cgroup")]
     pub systemd_cgroup: bool,
-    /// Accepted for runc compatibility: auto, true or false.
+    /// Rootless mode, as runc's: true ignores cgroup permission errors (running
+    /// without a cgroup, with a warning), false never does, auto (default) decides
+    /// from the caller's privileges.
     #[arg(long, value_name = "MODE", hide = true)]
-    pub rootless: Option<String>,
+    pub rootless: Option<commands::RootlessMode>,
     /// Accepted for crun compatibility; `--debug` turns debug output on.
     #[arg(long = "log-level", value_name = "LEVEL", hide = true)]
     pub log_level: Option<String>,

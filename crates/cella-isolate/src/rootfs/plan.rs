@@ -137,6 +137,9 @@ pub(crate) struct HostFacts {
     pub(crate) hierarchies: Vec<Hierarchy>,
     /// /proc/kcore exists (then /dev/core links to it, as runc does).
     pub(crate) kcore: bool,
+    /// /dev/mqueue is an mqueue mount (bound into a rootless container sharing the
+    /// host's ipc namespace, which may not mount its own).
+    pub(crate) mqueue: bool,
     /// Host mount points (from /proc/self/mountinfo), to find the rootfs's parent mount.
     pub(crate) mount_points: Vec<PathBuf>,
 }
@@ -166,6 +169,9 @@ impl HostFacts {
             let fstype = r.next().unwrap_or("");
             let _source = r.next();
             let super_opts = r.next().unwrap_or("");
+            if mp == Path::new("/dev/mqueue") {
+                facts.mqueue = fstype == "mqueue";
+            }
             if mp == Path::new("/sys/fs/cgroup") && fstype == "cgroup2" {
                 facts.cgroup2_only = true;
             }
@@ -451,6 +457,8 @@ pub(crate) fn plan(
         namespaces.is_some_and(|ns| ns.iter().any(|n| n.typ() == t && n.path().is_none()))
     };
     let new_netns = new_ns(LinuxNamespaceType::Network);
+    let host_ipcns =
+        !namespaces.is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::Ipc));
     let new_cgroupns = new_ns(LinuxNamespaceType::Cgroup);
     let label = linux
         .and_then(|l| l.mount_label().as_ref())
@@ -504,6 +512,7 @@ pub(crate) fn plan(
             host,
             new_netns,
             new_cgroupns,
+            host_ipcns,
             &label,
         )?;
         if step.destination.as_bytes() == b"/dev" && matches!(step.kind, MountKind::Bind { .. }) {
@@ -588,6 +597,7 @@ fn plan_mount(
     host: &HostFacts,
     new_netns: bool,
     new_cgroupns: bool,
+    host_ipcns: bool,
     label: &Option<String>,
 ) -> Result<MountStep, RootfsError> {
     let dest_field = format!("{field}.destination");
@@ -725,13 +735,47 @@ fn plan_mount(
     let kind = match fstype {
         "sysfs" if opts.in_user_namespace && !new_netns => {
             // sysfs cannot be mounted in a user namespace that does not own its network
-            // namespace: bind the host's /sys recursively instead (runc does the same).
+            // namespace: bind the host's /sys recursively instead (runc and crun do the
+            // same), read-only all the way down when asked to be read-only.
+            let recursive_attr = if flags & libc::MS_RDONLY != 0 {
+                let (set, clear) = recursive_attr.unwrap_or((0, 0));
+                Some((
+                    set | sys::MOUNT_ATTR_RDONLY,
+                    clear & !sys::MOUNT_ATTR_RDONLY,
+                ))
+            } else {
+                recursive_attr
+            };
             return Ok(MountStep {
                 field: field.to_string(),
                 destination: destination_c,
                 kind: MountKind::Bind {
                     source: c"/sys".to_owned(),
                     recursive: true,
+                },
+                flags,
+                data: None,
+                propagation,
+                recursive_attr,
+                copy_up: false,
+                create: Create::Dir,
+            });
+        }
+        "mqueue" if opts.in_user_namespace && host_ipcns => {
+            // Only the user namespace owning an ipc namespace may mount its mqueue, and
+            // the host's is not the container's: bind the host's /dev/mqueue instead.
+            if !host.mqueue {
+                return Err(invalid(
+                    field,
+                    "mqueue cannot be mounted in a user namespace sharing the host's ipc namespace, and the host has no /dev/mqueue to bind: add {\"type\": \"ipc\"} to linux.namespaces",
+                ));
+            }
+            return Ok(MountStep {
+                field: field.to_string(),
+                destination: destination_c,
+                kind: MountKind::Bind {
+                    source: c"/dev/mqueue".to_owned(),
+                    recursive: false,
                 },
                 flags,
                 data: None,

@@ -46,31 +46,32 @@ impl CreateArgs {
 }
 
 /// Re-executes from a sealed copy of the binary before anything is cloned into a
-/// container (see cella_isolate::exe). Unprivileged users cannot write the installed
-/// binary anyway, so they skip the copy.
+/// container (see cella_isolate::exe). Unprivileged users (and root of a user
+/// namespace, to whom the host's root-owned binary is unmapped) cannot write the
+/// installed binary anyway, so they skip the copy.
 pub fn protect_binary() -> Result<(), cella_isolate::exe::ExeError> {
     // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
+    if unsafe { libc::geteuid() } == 0 && cella_isolate::idmap::in_initial_user_namespace() {
         cella_isolate::exe::ensure_protected()?;
     }
     Ok(())
 }
 
 /// With `--debug`, prints the validated plan before acting on it.
-fn explain(args: &CreateArgs, cli: &Cli, reporter: &Reporter) -> Result<(), cella_runtime::Error> {
+fn explain(args: &CreateArgs, cli: &Cli, reporter: &Reporter) -> CmdResult {
     if cli.debug {
-        for step in runtime(cli).explain(&args.id, &args.options())? {
+        for step in runtime(cli)?.explain(&args.id, &args.options())? {
             reporter.debug(&step);
         }
     }
-    Ok(())
+    Ok(0)
 }
 
 /// Runs `cella create`.
 pub fn run(args: &CreateArgs, cli: &Cli, reporter: &Reporter) -> CmdResult {
     protect_binary()?;
     explain(args, cli, reporter)?;
-    let warnings = runtime(cli).create(&args.id, &args.options())?;
+    let warnings = runtime(cli)?.create(&args.id, &args.options())?;
     warn_all(&warnings);
     Ok(0)
 }
@@ -93,7 +94,7 @@ pub fn run_run(args: &RunArgs, cli: &Cli, reporter: &Reporter) -> CmdResult {
     protect_binary()?;
     explain(&args.create, cli, reporter)?;
     let (code, warnings) =
-        runtime(cli).run(&args.create.id, &args.create.options(), args.detach)?;
+        runtime(cli)?.run(&args.create.id, &args.create.options(), args.detach)?;
     warn_all(&warnings);
     Ok(code)
 }

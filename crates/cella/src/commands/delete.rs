@@ -16,7 +16,7 @@ pub struct DeleteArgs {
 /// Runs `cella delete`. With --force, a container that does not exist is no error
 /// (runc's behaviour, which engines rely on when cleaning up).
 pub fn run(args: &DeleteArgs, cli: &Cli) -> CmdResult {
-    match runtime(cli).delete(&args.id, args.force) {
+    match runtime(cli)?.delete(&args.id, args.force) {
         Ok(w) => warn_all(&w),
         Err(cella_runtime::Error::NotFound(_)) if args.force => {}
         Err(e) => return Err(e.into()),

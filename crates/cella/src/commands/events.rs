@@ -57,7 +57,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Runs `cella events`.
 pub fn run(args: &EventsArgs, cli: &Cli) -> CmdResult {
-    let rt = runtime(cli);
+    let rt = runtime(cli)?;
     if args.stats {
         let ev = rt.stats_event(&args.id)?;
         println!("{ev}");

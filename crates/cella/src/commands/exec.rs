@@ -98,7 +98,7 @@ pub fn run(args: &ExecArgs, cli: &Cli) -> CmdResult {
         process_label: args.process_label.clone(),
     };
     protect_binary()?;
-    let (outcome, warnings) = runtime(cli).exec(&args.id, &opts)?;
+    let (outcome, warnings) = runtime(cli)?.exec(&args.id, &opts)?;
     warn_all(&warnings);
     Ok(match outcome {
         ExecOutcome::Detached(_) => 0,

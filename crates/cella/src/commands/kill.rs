@@ -66,7 +66,7 @@ pub fn parse_signal(s: &str) -> Result<i32, String> {
 /// Runs `cella kill`.
 pub fn run(args: &KillArgs, cli: &Cli) -> CmdResult {
     let sig = parse_signal(&args.signal)?;
-    runtime(cli).kill(&args.id, sig, args.all)?;
+    runtime(cli)?.kill(&args.id, sig, args.all)?;
     Ok(0)
 }
 

@@ -16,7 +16,7 @@ pub struct ListArgs {
 
 /// Runs `cella list`.
 pub fn run(args: &ListArgs, cli: &Cli) -> CmdResult {
-    let all = runtime(cli).list()?;
+    let all = runtime(cli)?.list()?;
     match args.format.as_str() {
         "json" => println!("{}", serde_json::Value::Array(all)),
         "table" if args.quiet => {

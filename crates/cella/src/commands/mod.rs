@@ -25,29 +25,62 @@ use std::path::PathBuf;
 pub type CmdResult = Result<u8, Box<dyn std::error::Error>>;
 
 /// The state root: `--root`, else /run/cella for root and $XDG_RUNTIME_DIR/cella for
-/// everyone else.
-pub fn state_root(cli: &Cli) -> PathBuf {
+/// everyone else (and for root of a user namespace when it is set) (never a shared directory such as /tmp, where another user could
+/// have made it first).
+pub fn state_root(cli: &Cli) -> Result<PathBuf, NoStateRoot> {
     if let Some(r) = &cli.root {
-        return r.clone();
+        return Ok(r.clone());
     }
+    let xdg = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty());
+    // Root of a user namespace other than the host's (rootless Podman runs the runtime
+    // so) cannot write /run either: it uses $XDG_RUNTIME_DIR when that is set.
     // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return PathBuf::from("/run/cella");
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) => PathBuf::from(d).join("cella"),
-        None => std::env::temp_dir().join(format!("cella-{}", unsafe_uid())),
+    let root = unsafe { libc::geteuid() } == 0;
+    match xdg {
+        _ if root && cella_isolate::idmap::in_initial_user_namespace() => {
+            Ok(PathBuf::from("/run/cella"))
+        }
+        Some(d) => Ok(PathBuf::from(d).join("cella")),
+        None if root => Ok(PathBuf::from("/run/cella")),
+        None => Err(NoStateRoot),
     }
 }
 
-fn unsafe_uid() -> u32 {
-    // SAFETY: getuid cannot fail.
-    unsafe { libc::getuid() }
+/// An unprivileged user without $XDG_RUNTIME_DIR and without `--root`.
+#[derive(Debug)]
+pub struct NoStateRoot;
+
+impl std::fmt::Display for NoStateRoot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "no state directory: $XDG_RUNTIME_DIR is not set; set it (e.g. to /run/user/$(id -u)) or pass --root DIR (a directory only you can write)",
+        )
+    }
+}
+
+impl std::error::Error for NoStateRoot {}
+
+/// `--rootless`: auto, true or false (runc's values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RootlessMode {
+    /// Rootless when not root of the host.
+    Auto,
+    /// Always rootless.
+    True,
+    /// Never rootless.
+    False,
 }
 
 /// The runtime for this invocation's global flags.
-pub fn runtime(cli: &Cli) -> Runtime {
-    Runtime::new(state_root(cli)).with_systemd_cgroup(cli.systemd_cgroup)
+pub fn runtime(cli: &Cli) -> Result<Runtime, NoStateRoot> {
+    let rootless = match cli.rootless {
+        None | Some(RootlessMode::Auto) => None,
+        Some(RootlessMode::True) => Some(true),
+        Some(RootlessMode::False) => Some(false),
+    };
+    Ok(Runtime::new(state_root(cli)?)
+        .with_systemd_cgroup(cli.systemd_cgroup)
+        .with_rootless(rootless))
 }
 
 /// Prints warnings a library handed back.

@@ -627,7 +627,7 @@ fn print_link(l: &Link, names: &HashMap<u32, String>) {
 const DOCTOR_FAILED: u8 = 3;
 
 fn doctor(a: &DoctorArgs, cli: &Cli) -> CmdResult {
-    let target = doctor::resolve_target(&a.target, &crate::commands::state_root(cli))?;
+    let target = doctor::resolve_target(&a.target, &crate::commands::state_root(cli)?)?;
     let opts = doctor::Options {
         name: a.name.clone(),
         nameserver: a.nameserver,
@@ -687,7 +687,7 @@ fn dns(c: &DnsCmd, cli: &Cli) -> CmdResult {
             let ns_path = match (&w.netns, &w.id) {
                 (Some(n), _) => NetnsRef::parse(n),
                 (None, Some(id)) => NetnsRef::Path(
-                    doctor::resolve_target(id, &crate::commands::state_root(cli))?.netns,
+                    doctor::resolve_target(id, &crate::commands::state_root(cli)?)?.netns,
                 ),
                 (None, None) => return Err("dns write: give --netns or --id".into()),
             };

@@ -12,6 +12,6 @@ pub struct PauseArgs {
 
 /// Runs `cella pause`.
 pub fn run(args: &PauseArgs, cli: &Cli) -> CmdResult {
-    runtime(cli).pause(&args.id)?;
+    runtime(cli)?.pause(&args.id)?;
     Ok(0)
 }

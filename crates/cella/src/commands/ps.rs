@@ -18,7 +18,7 @@ pub struct PsArgs {
 
 /// Runs `cella ps`.
 pub fn run(args: &PsArgs, cli: &Cli) -> CmdResult {
-    let pids = runtime(cli).pids(&args.id)?;
+    let pids = runtime(cli)?.pids(&args.id)?;
     if args.format == "json" {
         println!("{}", serde_json::to_string(&pids)?);
         return Ok(0);

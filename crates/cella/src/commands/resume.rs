@@ -12,6 +12,6 @@ pub struct ResumeArgs {
 
 /// Runs `cella resume`.
 pub fn run(args: &ResumeArgs, cli: &Cli) -> CmdResult {
-    runtime(cli).resume(&args.id)?;
+    runtime(cli)?.resume(&args.id)?;
     Ok(0)
 }

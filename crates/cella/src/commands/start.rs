@@ -12,6 +12,6 @@ pub struct StartArgs {
 
 /// Runs `cella start`.
 pub fn run(args: &StartArgs, cli: &Cli) -> CmdResult {
-    warn_all(&runtime(cli).start(&args.id)?);
+    warn_all(&runtime(cli)?.start(&args.id)?);
     Ok(0)
 }

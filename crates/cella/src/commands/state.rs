@@ -12,7 +12,7 @@ pub struct StateArgs {
 
 /// Runs `cella state`.
 pub fn run(args: &StateArgs, cli: &Cli) -> CmdResult {
-    let st = runtime(cli).state(&args.id)?;
+    let st = runtime(cli)?.state(&args.id)?;
     println!("{}", serde_json::to_string_pretty(&st)?);
     Ok(0)
 }

@@ -115,6 +115,6 @@ pub fn run(args: &UpdateArgs, cli: &Cli) -> CmdResult {
     let (v, name) = merged(args)?;
     let text = serde_json::to_vec(&v)?;
     let res = parse_resources(&text, &name)?;
-    runtime(cli).update(&args.id, &res)?;
+    runtime(cli)?.update(&args.id, &res)?;
     Ok(0)
 }

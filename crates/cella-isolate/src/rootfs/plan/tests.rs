@@ -343,6 +343,11 @@ fn sysfs_in_a_user_namespace_without_netns_is_an_rbind_of_sys() {
         matches!(&p.mounts[0].kind, MountKind::Bind { source, recursive: true } if source.as_bytes() == b"/sys")
     );
     assert_eq!(p.mounts[0].flags, libc::MS_NOSUID | libc::MS_RDONLY);
+    // Read-only all the way down: the host's mounts under /sys come along.
+    assert_eq!(
+        p.mounts[0].recursive_attr,
+        Some((sys::MOUNT_ATTR_RDONLY, 0))
+    );
     // With its own network namespace, sysfs is mounted for real.
     let spec = b.spec(
         &config(
@@ -352,6 +357,44 @@ fn sysfs_in_a_user_namespace_without_netns_is_an_rbind_of_sys() {
         .replace(r#"{"type":"pid"}"#, r#"{"type":"network"}"#),
     );
     let p = plan(&spec, &b.0, userns, &HostFacts::default()).unwrap();
+    assert!(matches!(&p.mounts[0].kind, MountKind::Fs { .. }));
+}
+
+#[test]
+fn mqueue_in_a_user_namespace_sharing_the_host_ipc_namespace() {
+    let b = TestBundle::new();
+    let m = r#"{"destination":"/dev/mqueue","type":"mqueue","source":"mqueue","options":["nosuid","noexec","nodev"]}"#;
+    let userns = RootfsOptions {
+        in_user_namespace: true,
+        ..opts()
+    };
+    // The host's /dev/mqueue is bound when there is one.
+    let host = HostFacts::from_mountinfo(
+        "30 25 0:27 / /dev/mqueue rw,nosuid,nodev,noexec,relatime shared:14 - mqueue mqueue rw\n",
+    );
+    assert!(host.mqueue);
+    let p = plan(&b.spec(&config(m, "")), &b.0, userns, &host).unwrap();
+    assert!(
+        matches!(&p.mounts[0].kind, MountKind::Bind { source, recursive: false } if source.as_bytes() == b"/dev/mqueue")
+    );
+    assert_eq!(
+        p.mounts[0].flags,
+        libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_NODEV
+    );
+    // Without one, a clear error naming the mount and the way out.
+    let e = plan(&b.spec(&config(m, "")), &b.0, userns, &HostFacts::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("mounts[0]: mqueue cannot be mounted in a user namespace sharing the host's ipc namespace")
+            && e.contains(r#"add {"type": "ipc"} to linux.namespaces"#),
+        "{e}"
+    );
+    // With an ipc namespace of its own (or as root) mqueue is mounted for real.
+    let own_ipc = config(m, "").replace(r#"{"type":"pid"}"#, r#"{"type":"ipc"}"#);
+    let p = plan(&b.spec(&own_ipc), &b.0, userns, &HostFacts::default()).unwrap();
+    assert!(matches!(&p.mounts[0].kind, MountKind::Fs { .. }));
+    let p = plan(&b.spec(&config(m, "")), &b.0, opts(), &HostFacts::default()).unwrap();
     assert!(matches!(&p.mounts[0].kind, MountKind::Fs { .. }));
 }
 
