@@ -14,11 +14,16 @@
 //!   memfd each time cost about as much as the rest of `create`.
 //!
 //! Other commands never re-execute: they do not put a process in a container.
+//!
+//! Several builds may run at once (an upgrade, a user's build beside the engine's), and
+//! making a copy evicts those of other builds. So the copy is opened while it is known
+//! good and executed through that descriptor (`execveat` with `AT_EMPTY_PATH`): an
+//! eviction between the check and the exec can no longer make the exec fail, and the
+//! open file keeps its read-only mount alive.
 
-use crate::sys;
 use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -71,7 +76,7 @@ pub fn ensure_protected() -> Result<(), ExeError> {
     if is_protected() {
         return Ok(());
     }
-    let copy = cached_copy(Path::new(CACHE_DIR))?;
+    let (copy, fd) = open_cached_copy(Path::new(CACHE_DIR))?;
     let args: Vec<CString> = std::env::args_os().map(cstring).collect();
     let env: Vec<CString> = std::env::vars_os()
         .map(|(k, v)| {
@@ -85,8 +90,20 @@ pub fn ensure_protected() -> Result<(), ExeError> {
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
     envp.push(std::ptr::null());
-    let path = cstring(copy.clone().into_os_string());
-    let err = sys::execve(&path, &argv, &envp);
+    // SAFETY: `fd` is open for the call, the path is an empty NUL-terminated string, and
+    // `argv`/`envp` are NULL-terminated arrays of pointers to strings kept alive by
+    // `args` and `env`. On success execveat does not return.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    let err = io::Error::last_os_error();
     Err(ExeError::Step {
         step: "execve the read-only copy",
         path: copy,
@@ -98,6 +115,32 @@ fn cstring(s: OsString) -> CString {
     let mut v = s.into_vec();
     v.retain(|b| *b != 0);
     CString::new(v).expect("NULs removed")
+}
+
+/// The read-only copy of this binary under `dir` (made once if missing), opened while
+/// it is known to be there and read-only.
+pub fn open_cached_copy(dir: &Path) -> Result<(PathBuf, OwnedFd), ExeError> {
+    // The copy of another build's maker may evict ours between the check and the open:
+    // then make it again, under the lock.
+    for _ in 0..3 {
+        let copy = cached_copy(dir)?;
+        if let Ok(f) = std::fs::File::open(&copy)
+            && fd_on_readonly_mount(&f)
+        {
+            return Ok((copy, f.into()));
+        }
+    }
+    Err(step("keep", dir)(io::Error::other(
+        "other builds of cella keep replacing the cached copy",
+    )))
+}
+
+fn fd_on_readonly_mount(f: &std::fs::File) -> bool {
+    // SAFETY: `st` is a live statvfs the kernel fills in; the fd is open for the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let r = unsafe { libc::fstatvfs(f.as_raw_fd(), &mut st) };
+    r == 0 && st.f_flag & libc::ST_RDONLY != 0
 }
 
 /// The read-only copy of this binary under `dir`, made (once) if missing.
@@ -200,9 +243,15 @@ mod tests {
         // The same build reuses the copy: same inode.
         let again = cached_copy(&dir).unwrap();
         assert_eq!(again, copy);
+        // Opened for the exec, it stays usable and read-only after an eviction.
+        let (_, fd) = open_cached_copy(&dir).unwrap();
         let c = CString::new(copy.as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: `c` is NUL-terminated and alive for the call.
         unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        std::fs::remove_file(&copy).unwrap();
+        let f = std::fs::File::from(fd);
+        assert!(fd_on_readonly_mount(&f));
+        assert!(f.metadata().unwrap().len() > 0);
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(!is_protected(), "the test binary sits on a writable mount");
     }
