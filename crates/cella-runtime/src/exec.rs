@@ -461,8 +461,11 @@ use crate::init::StepError as Fail;
 use crate::init::{check_cwd_inside, fail, find_program, reset_signals, setgroups_allowed};
 
 fn fail_msg(e: &dyn std::error::Error) -> Fail {
-    let text = crate::error_chain(e);
-    Fail(libc::EINVAL, Detail::from_parts(&[text.as_bytes()]))
+    let (errno, text) = crate::errno_and_text(e);
+    Fail(
+        errno.unwrap_or(libc::EINVAL),
+        Detail::from_parts(&[text.as_bytes()]),
+    )
 }
 
 /// The first child: cgroup, namespaces, then the fork that enters the pid and time

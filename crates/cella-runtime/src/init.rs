@@ -56,9 +56,9 @@ pub(crate) fn fail(what: &str, obj: &[u8]) -> impl FnOnce(io::Error) -> StepErro
 }
 
 fn fail_msg(e: &dyn std::error::Error, errno: Option<i32>) -> StepError {
-    let text = crate::error_chain(e);
+    let (found, text) = crate::errno_and_text(e);
     StepError(
-        errno.unwrap_or(libc::EINVAL),
+        errno.or(found).unwrap_or(libc::EINVAL),
         Detail::from_parts(&[text.as_bytes()]),
     )
 }

@@ -31,6 +31,26 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     msg
 }
 
+/// For a child reporting a failure as (errno, text): the errno of the innermost OS error
+/// in `e`'s chain, and the chain's text without that error, which the parent appends
+/// again from the errno. Without an OS error, the whole chain and `None`.
+pub(crate) fn errno_and_text(e: &dyn std::error::Error) -> (Option<i32>, String) {
+    let sources: Vec<&(dyn std::error::Error + 'static)> =
+        std::iter::successors(e.source(), |s| s.source()).collect();
+    let mut parts = vec![e.to_string()];
+    parts.extend(sources.iter().map(|s| s.to_string()));
+    let errno = match sources.last() {
+        Some(s) => s
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error),
+        None => None,
+    };
+    if errno.is_some() && parts.len() > 1 {
+        parts.pop();
+    }
+    (errno, parts.join(": "))
+}
+
 /// The current time in RFC 3339 (UTC, nanoseconds), without a date library.
 pub fn now_rfc3339() -> String {
     let now = std::time::SystemTime::now()
@@ -63,6 +83,22 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn errno_and_text_does_not_repeat_the_os_error() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("mount `/x`")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::from_raw_os_error(libc::EPERM));
+        assert_eq!(
+            super::errno_and_text(&e),
+            (Some(libc::EPERM), "mount `/x`".to_owned())
+        );
+        let plain = std::io::Error::other("no errno here");
+        assert_eq!(
+            super::errno_and_text(&plain),
+            (None, "no errno here".to_owned())
+        );
+    }
     use super::civil_from_days;
 
     #[test]
