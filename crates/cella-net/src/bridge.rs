@@ -94,6 +94,8 @@ pub struct Paths {
     pub state_dir: PathBuf,
     /// IPAM leases.
     pub ipam_dir: PathBuf,
+    /// Named network definitions (see [`crate::network`]).
+    pub network_dir: PathBuf,
 }
 
 impl Default for Paths {
@@ -101,6 +103,7 @@ impl Default for Paths {
         Paths {
             state_dir: DEFAULT_STATE_DIR.into(),
             ipam_dir: crate::ipam::DEFAULT_IPAM_DIR.into(),
+            network_dir: crate::network::DEFAULT_NETWORK_DIR.into(),
         }
     }
 }
@@ -528,6 +531,16 @@ impl Store {
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
+}
+
+/// The attachment that forwards host port `port`/`proto`, if any (a lookup in the port
+/// index, without the store's lock: an answer for early, clear errors; attach checks
+/// again under the lock).
+pub fn port_owner(paths: &Paths, proto: Proto, port: u16) -> Option<String> {
+    let store = Store {
+        dir: paths.state_dir.clone(),
+    };
+    fs::read_to_string(store.port_path(proto, port)).ok()
 }
 
 /// Every attachment recorded in `paths.state_dir`.

@@ -41,6 +41,7 @@ pub struct CreateOptions {
 pub struct Runtime {
     pub(crate) store: Store,
     systemd_cgroup: bool,
+    net_paths: cella_net::bridge::Paths,
 }
 
 /// What a successful operation wants the user told (warnings).
@@ -52,7 +53,14 @@ impl Runtime {
         Runtime {
             store: Store::new(root),
             systemd_cgroup: false,
+            net_paths: cella_net::bridge::Paths::default(),
         }
+    }
+
+    /// Where bridge networks are defined and their state kept (see [`crate::network`]).
+    pub fn with_net_paths(mut self, paths: cella_net::bridge::Paths) -> Runtime {
+        self.net_paths = paths;
+        self
     }
 
     /// Uses the systemd cgroup driver (`--systemd-cgroup`).
@@ -166,7 +174,8 @@ impl Runtime {
             std::fs::canonicalize(&opts.bundle).map_err(Error::io("open bundle", &opts.bundle))?;
         let spec = config::load(&bundle)?;
         let rootfs = config::rootfs_path(&spec, &bundle)?;
-        let plan = config::plan(&spec, &bundle, opts.no_pivot)?;
+        let mut plan = config::plan(&spec, &bundle, opts.no_pivot)?;
+        let net = crate::network::check(&spec, id, &self.net_paths)?;
         if plan.process.terminal && opts.console_socket.is_none() {
             return Err(Error::config(
                 "process.terminal",
@@ -216,6 +225,19 @@ impl Runtime {
         let locked = self.store.create(id)?;
         locked.save(&st)?;
         let made = make_cgroup(&locked, &mut st, &resources, &mut warnings)
+            .and_then(|()| match &net {
+                Some(req) => crate::network::prepare(
+                    &locked,
+                    req,
+                    &self.net_paths,
+                    &spec,
+                    &bundle,
+                    opts.no_pivot,
+                    &mut plan,
+                )
+                .map(|note| warnings.extend(note)),
+                None => Ok(()),
+            })
             .and_then(|()| spawn(&plan, &locked, &mut st, opts, &runtime_hooks));
         match made {
             Ok(pid) => Ok((pid, warnings)),
@@ -474,6 +496,7 @@ fn destroy(locked: Locked, st: &ContainerState) -> Result<()> {
     }
     // Reap init when it is our child (run, or a failed create).
     let _ = sys::waitpid(st.pid, libc::WNOHANG);
+    crate::network::teardown(&locked, st)?;
     locked.remove()
 }
 
@@ -663,6 +686,7 @@ fn spawn(
         }
         if mounts_ready && let Some(pid) = init_pid {
             mounts_ready = false;
+            crate::network::attach(locked, st, pid)?;
             let state = st.hook_json(Status::Creating);
             for (kind, hooks) in runtime_hooks {
                 for (index, h) in hooks.iter().enumerate() {

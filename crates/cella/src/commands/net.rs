@@ -32,6 +32,9 @@ pub enum NetCommand {
     /// Policy-routing rules.
     #[command(subcommand)]
     Rule(Box<RuleCmd>),
+    /// Named bridge networks, for `org.cella.net.network` in a bundle's annotations.
+    #[command(subcommand)]
+    Network(Box<NetworkCmd>),
     /// Attach a container's network namespace to a bridge network.
     Attach(Box<AttachArgs>),
     /// Remove what `attach` made for a container.
@@ -52,6 +55,48 @@ pub enum NetCommand {
     Dns(Box<DnsCmd>),
     /// Find, layer by layer, why a container cannot resolve or reach a name.
     Doctor(Box<DoctorArgs>),
+}
+
+/// `cella net network ...`
+#[derive(clap::Subcommand, Debug)]
+pub enum NetworkCmd {
+    /// Define a network (nothing is made until a container uses it).
+    Create(Box<NetworkCreateArgs>),
+    /// Remove a network's definition (refused while a container uses it).
+    #[command(alias = "remove", alias = "del")]
+    Rm {
+        /// The network.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List the defined networks as JSON.
+    #[command(alias = "ls")]
+    List(StoreArgs),
+}
+
+/// `cella net network create`
+#[derive(clap::Args, Debug)]
+pub struct NetworkCreateArgs {
+    /// The network's name.
+    name: String,
+    /// Its subnet, e.g. 10.88.0.0/16; the first address is the gateway.
+    #[arg(long)]
+    subnet: String,
+    /// The bridge; default: the network's name (at most 15 characters).
+    #[arg(long)]
+    bridge: Option<String>,
+    /// Masquerade the containers' outgoing traffic.
+    #[arg(long)]
+    masquerade: bool,
+    /// Drop frames from a container with a source MAC or IP other than its own.
+    #[arg(long = "anti-spoof")]
+    anti_spoof: bool,
+    /// MTU.
+    #[arg(long)]
+    mtu: Option<u32>,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 /// `cella net dns ...`
@@ -421,6 +466,9 @@ pub struct StoreArgs {
     /// IPAM lease directory.
     #[arg(long = "ipam-dir", default_value = cella_net::ipam::DEFAULT_IPAM_DIR)]
     ipam_dir: PathBuf,
+    /// Network definition directory.
+    #[arg(long = "network-dir", default_value = cella_net::network::DEFAULT_NETWORK_DIR)]
+    network_dir: PathBuf,
 }
 
 impl StoreArgs {
@@ -428,6 +476,7 @@ impl StoreArgs {
         Paths {
             state_dir: self.state_dir.clone(),
             ipam_dir: self.ipam_dir.clone(),
+            network_dir: self.network_dir.clone(),
         }
     }
 }
@@ -882,6 +931,24 @@ pub fn run(cmd: &NetCommand, cli: &Cli) -> CmdResult {
             );
         }
         NetCommand::Disconnect { id, store } => p2p::disconnect(&store.paths(), id)?,
+        NetCommand::Network(c) => match c.as_ref() {
+            NetworkCmd::Create(a) => {
+                let net = cella_net::network::Network {
+                    name: a.name.clone(),
+                    bridge: a.bridge.clone().unwrap_or_else(|| a.name.clone()),
+                    subnet: a.subnet.parse()?,
+                    masquerade: a.masquerade,
+                    anti_spoof: a.anti_spoof,
+                    mtu: a.mtu,
+                };
+                cella_net::network::create(&a.store.paths(), &net)?;
+            }
+            NetworkCmd::Rm { name, store } => cella_net::network::remove(&store.paths(), name)?,
+            NetworkCmd::List(s) => println!(
+                "{}",
+                serde_json::to_string_pretty(&cella_net::network::list(&s.paths())?)?
+            ),
+        },
         NetCommand::Attachments(s) => {
             println!(
                 "{}",
