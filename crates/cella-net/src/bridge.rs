@@ -25,7 +25,7 @@ use crate::sys;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -119,6 +119,8 @@ pub struct AttachRequest {
     pub bridge: String,
     /// The bridge's subnet; its first address is the gateway.
     pub subnet: IpNet,
+    /// An IPv6 subnet too (dual stack); its first address is the IPv6 gateway.
+    pub subnet6: Option<IpNet>,
     /// Interface name inside the container.
     pub ifname: String,
     /// MTU of the veth (and of the bridge when cella creates it).
@@ -150,6 +152,15 @@ pub struct Attachment {
     pub ip: Option<Ipv4Addr>,
     /// The gateway (the bridge's address).
     pub gateway: Ipv4Addr,
+    /// The IPv6 subnet, for a dual-stack attachment.
+    #[serde(default)]
+    pub subnet6: Option<IpNet>,
+    /// The leased IPv6 address, once leased.
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
+    /// The IPv6 gateway (the bridge's address).
+    #[serde(default)]
+    pub gateway6: Option<Ipv6Addr>,
     /// The container's MAC, once leased.
     pub mac: Option<String>,
     /// Port forwards.
@@ -168,6 +179,8 @@ struct BridgeRecord {
     name: String,
     created: bool,
     gateway: Option<IpNet>,
+    #[serde(default)]
+    gateway6: Option<IpNet>,
 }
 
 /// Why an attachment was refused before anything was made.
@@ -219,6 +232,16 @@ pub enum InvalidRequest {
         ifname: String,
         /// The namespace.
         netns: PathBuf,
+    },
+    /// A subnet of the wrong family.
+    #[error("{field}: {subnet} is not an {family} subnet")]
+    Family {
+        /// Which argument.
+        field: &'static str,
+        /// The subnet.
+        subnet: IpNet,
+        /// The family it should be.
+        family: &'static str,
     },
     /// The host end's name is taken by a link cella did not record.
     #[error("host link `{0}` exists already")]
@@ -566,7 +589,24 @@ fn validate(
     if store.att_path(&req.id).exists() {
         return Err(InvalidRequest::Exists(req.id.clone()));
     }
+    if !req.subnet.addr.is_ipv4() {
+        return Err(InvalidRequest::Family {
+            field: "subnet",
+            subnet: req.subnet,
+            family: "IPv4",
+        });
+    }
     ipam.check(req.subnet, &req.bridge)?;
+    if let Some(s6) = req.subnet6 {
+        if !s6.addr.is_ipv6() {
+            return Err(InvalidRequest::Family {
+                field: "subnet6",
+                subnet: s6,
+                family: "IPv6",
+            });
+        }
+        ipam.check(s6, &req.bridge)?;
+    }
     for (i, p) in req.publish.iter().enumerate() {
         if req.publish[..i]
             .iter()
@@ -592,16 +632,21 @@ fn validate(
     {
         return Err(InvalidRequest::NotABridge(req.bridge.clone()));
     }
-    for a in host.addrs_family(false)? {
+    let mut host_addrs = host.addrs_family(false)?;
+    if req.subnet6.is_some() {
+        host_addrs.extend(host.addrs_family(true)?);
+    }
+    for a in host_addrs {
         if Some(a.index) == bridge.as_ref().map(|b| b.index) {
             continue;
         }
-        if a.net.network().overlaps(&req.subnet) {
+        let hits = |s: &IpNet| a.net.network().overlaps(s).then_some(*s);
+        if let Some(subnet) = hits(&req.subnet).or_else(|| req.subnet6.as_ref().and_then(hits)) {
             let link = host
                 .link_name(a.index)?
                 .unwrap_or_else(|| format!("#{}", a.index));
             return Err(InvalidRequest::HostOverlap {
-                subnet: req.subnet,
+                subnet,
                 addr: a.net,
                 link,
             });
@@ -628,6 +673,7 @@ fn write_sysctl(path: &str, value: &str) -> Result<(), StepError> {
 fn rules_of(a: &Attachment, ip: Ipv4Addr) -> ContainerRules {
     ContainerRules {
         ip,
+        ip6: a.ip6,
         forwards: a
             .publish
             .iter()
@@ -669,6 +715,9 @@ pub fn attach(paths: &Paths, req: &AttachRequest) -> Result<Attachment, AttachEr
         host_veth: host_veth_name(&id),
         ip: None,
         gateway,
+        subnet6: req.subnet6,
+        ip6: None,
+        gateway6: None,
         mac: None,
         publish: req.publish.clone(),
         masquerade: req.masquerade,
@@ -709,9 +758,20 @@ fn setup(
         io::Write::write_all(&mut f, att.id.as_bytes()).map_err(io_step("write", &pp))?;
     }
     let lease = ipam.allocate(req.subnet, &req.bridge, &att.id)?;
-    att.ip = Some(lease.ip);
+    let (IpAddr::V4(ip), IpAddr::V4(gw)) = (lease.ip, lease.gateway) else {
+        return Err(IpamError::BadSubnet(req.subnet, "not an IPv4 subnet").into());
+    };
+    att.ip = Some(ip);
     att.mac = Some(lease.mac.clone());
     store.write(&path, att)?;
+    if let Some(s6) = req.subnet6 {
+        let l6 = ipam.allocate(s6, &req.bridge, &att.id)?;
+        if let (IpAddr::V6(ip6), IpAddr::V6(gw6)) = (l6.ip, l6.gateway) {
+            att.ip6 = Some(ip6);
+            att.gateway6 = Some(gw6);
+        }
+        store.write(&path, att)?;
+    }
 
     // nftables: one transaction, and the one step that can still find a port taken by a
     // concurrent forward (the `create` of its element then fails the whole batch). The
@@ -719,7 +779,7 @@ fn setup(
     // elements; only when a table is missing (the first attach on this host) are the
     // tables, chains and rules created, in the same transaction as the elements. The nft
     // process runs while the links are made below; both wait on the kernel.
-    let rules = rules_of(att, lease.ip);
+    let rules = rules_of(att, ip);
     let elements = rules.add();
     let op = format!("add rules for {:?}", att.id);
     let pending = if elements.is_empty() {
@@ -727,14 +787,16 @@ fn setup(
     } else {
         Some(nft::spawn(elements.clone(), &op)?)
     };
-    let linked = make_links(store, host, netns, req, att, &lease);
+    let linked = make_links(store, host, netns, req, att, ip, gw);
     let nft_done = match pending.map(nft::Pending::wait) {
         None | Some(Ok(())) => Ok(()),
         Some(Err(e)) if e.is_not_found() => {
-            let mut batch = nft::nat_base();
+            // The bridge table needs nft's own syntax (see nft::bridge_base_text); it is
+            // idempotent, so a crash between the two transactions leaves nothing wrong.
             if req.anti_spoof {
-                batch.extend(nft::bridge_base());
+                nft::apply_text(nft::bridge_base_text(nft::TABLE), &op)?;
             }
+            let mut batch = nft::nat_base();
             batch.extend(elements);
             nft::apply(batch, &op)
         }
@@ -764,10 +826,14 @@ fn make_links(
     netns: &Netns,
     req: &AttachRequest,
     att: &Attachment,
-    lease: &crate::ipam::Lease,
+    ip: Ipv4Addr,
+    gateway: Ipv4Addr,
 ) -> Result<Netlink, StepError> {
-    let bridge_index = ensure_bridge(store, host, req, lease.gateway)?;
+    let bridge_index = ensure_bridge(store, host, req, gateway, att.gateway6)?;
     write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
+    if att.ip6.is_some() {
+        write_sysctl("/proc/sys/net/ipv6/conf/all/forwarding", "1")?;
+    }
     if !req.publish.is_empty() {
         // Forwards used through 127.0.0.1 leave by the bridge with a loopback source,
         // which the kernel drops unless the bridge allows it.
@@ -777,7 +843,7 @@ fn make_links(
         )?;
     }
 
-    let mac = mac_for(lease.ip);
+    let mac = mac_for(ip);
     host.add_veth(&VethSpec {
         name: att.host_veth.clone(),
         peer: req.ifname.clone(),
@@ -796,10 +862,21 @@ fn make_links(
     let mut inside = Netlink::open_in(netns)?;
     let eth = inside.index(&req.ifname)?;
     let addr = IpNet {
-        addr: IpAddr::V4(lease.ip),
+        addr: IpAddr::V4(ip),
         prefix: req.subnet.prefix,
     };
     inside.add_addr(eth, addr)?;
+    if let (Some(ip6), Some(s6)) = (att.ip6, req.subnet6) {
+        // No duplicate address detection: IPAM made the address unique, and DAD would
+        // keep it unusable ("tentative") for a second or more after the link comes up.
+        inside.add_addr_nodad(
+            eth,
+            IpNet {
+                addr: IpAddr::V6(ip6),
+                prefix: s6.prefix,
+            },
+        )?;
+    }
     inside.set_link(
         eth,
         &req.ifname,
@@ -809,11 +886,19 @@ fn make_links(
         },
     )?;
     inside.add_route(&Route {
-        gateway: Some(IpAddr::V4(lease.gateway)),
+        gateway: Some(IpAddr::V4(gateway)),
         oif: Some(eth),
         table: TABLE_MAIN,
         ..Route::default()
     })?;
+    if let Some(gw6) = att.gateway6 {
+        inside.add_route(&Route {
+            gateway: Some(IpAddr::V6(gw6)),
+            oif: Some(eth),
+            table: TABLE_MAIN,
+            ..Route::default()
+        })?;
+    }
     Ok(inside)
 }
 
@@ -824,12 +909,14 @@ fn ensure_bridge(
     host: &mut Netlink,
     req: &AttachRequest,
     gateway: Ipv4Addr,
+    gateway6: Option<Ipv6Addr>,
 ) -> Result<u32, StepError> {
     let rec_path = store.br_path(&req.bridge);
     let mut rec: BridgeRecord = store.read(&rec_path)?.unwrap_or(BridgeRecord {
         name: req.bridge.clone(),
         created: false,
         gateway: None,
+        gateway6: None,
     });
     let gw = IpNet {
         addr: IpAddr::V4(gateway),
@@ -866,7 +953,22 @@ fn ensure_bridge(
         store.write(&rec_path, &rec)?;
         host.add_addr(index, gw)?;
     }
-    if !rec.created && rec.gateway.is_none() {
+    if let (Some(g6), Some(s6)) = (gateway6, req.subnet6) {
+        let gw6 = IpNet {
+            addr: IpAddr::V6(g6),
+            prefix: s6.prefix,
+        };
+        let has_gw6 = host
+            .addrs_family(true)?
+            .iter()
+            .any(|a| a.index == index && a.net == gw6);
+        if !has_gw6 {
+            rec.gateway6 = Some(gw6);
+            store.write(&rec_path, &rec)?;
+            host.add_addr_nodad(index, gw6)?;
+        }
+    }
+    if !rec.created && rec.gateway.is_none() && rec.gateway6.is_none() {
         store.remove(&rec_path)?;
     }
     Ok(index)
@@ -909,8 +1011,13 @@ fn teardown(
         // and still ours.
         let r = (|| -> Result<(), NftError> {
             let nat = nft::list_table("ip")?.unwrap_or_default();
+            let nat6 = nft::list_table("ip6")?.unwrap_or_default();
             let br = nft::list_table("bridge")?.unwrap_or_default();
-            let cmds = rules.delete(Some((&nat, &br)));
+            let cmds = rules.delete(Some(nft::Listings {
+                ip: &nat,
+                ip6: &nat6,
+                bridge: &br,
+            }));
             if cmds.is_empty() {
                 Ok(())
             } else {
@@ -922,6 +1029,11 @@ fn teardown(
         }
     }
     if let Err(e) = ipam.release(att.subnet, &att.id) {
+        errs.push(e.into());
+    }
+    if let Some(s6) = att.subnet6
+        && let Err(e) = ipam.release(s6, &att.id)
+    {
         errs.push(e.into());
     }
     for p in &att.publish {
@@ -962,11 +1074,13 @@ fn release_bridge(store: &Store, host: &mut Netlink, bridge: &str) -> Result<(),
     if let Some(l) = host.link(bridge)? {
         if rec.created {
             host.del_link(l.index, &l.name)?;
-        } else if let Some(gw) = rec.gateway {
-            match host.del_addr(l.index, gw) {
-                Ok(()) => {}
-                Err(e) if e.errno() == Some(libc::EADDRNOTAVAIL) => {}
-                Err(e) => return Err(e.into()),
+        } else {
+            for gw in rec.gateway.into_iter().chain(rec.gateway6) {
+                match host.del_addr(l.index, gw) {
+                    Ok(()) => {}
+                    Err(e) if e.errno() == Some(libc::EADDRNOTAVAIL) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
     }

@@ -25,7 +25,7 @@ use crate::network::{self, Network, NetworkError};
 use crate::resolv::{self, BindMount, DnsRequest, ResolvError};
 use std::fs;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 /// The record's file name in the container's directory.
@@ -70,6 +70,12 @@ pub struct ContainerRecord {
     pub ip: Option<Ipv4Addr>,
     /// The gateway.
     pub gateway: Option<Ipv4Addr>,
+    /// The leased IPv6 address (dual-stack networks), once leased.
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
+    /// The IPv6 gateway.
+    #[serde(default)]
+    pub gateway6: Option<Ipv6Addr>,
     /// [`attach`] has begun: the attachment store may hold resources.
     pub attach_started: bool,
     /// [`attach`] finished.
@@ -240,12 +246,14 @@ pub fn check(paths: &Paths, req: &ContainerRequest) -> Result<Network, Container
             });
         }
     }
-    Ipam::new(&paths.ipam_dir)
-        .check(net.subnet, &net.bridge)
-        .map_err(|source| ContainerNetError::Ipam {
-            network: net.name.clone(),
-            source,
-        })?;
+    let ipam = Ipam::new(&paths.ipam_dir);
+    for s in [Some(net.subnet), net.subnet6].into_iter().flatten() {
+        ipam.check(s, &net.bridge)
+            .map_err(|source| ContainerNetError::Ipam {
+                network: net.name.clone(),
+                source,
+            })?;
+    }
     dns_request(req).validate()?;
     Ok(net)
 }
@@ -312,6 +320,8 @@ pub fn plan(
         },
         ip: None,
         gateway: None,
+        ip6: None,
+        gateway6: None,
         attach_started: false,
         attached: false,
         network: net,
@@ -337,20 +347,39 @@ fn plan_steps(
 ) -> Result<(Vec<BindMount>, Option<String>), ContainerNetError> {
     let ipam = Ipam::new(&rec.ipam_dir);
     let net = &rec.network;
+    let ipam_err = |source| ContainerNetError::Ipam {
+        network: net.name.clone(),
+        source,
+    };
     let lease = ipam
         .allocate(net.subnet, &net.bridge, &rec.attachment)
-        .map_err(|source| ContainerNetError::Ipam {
-            network: net.name.clone(),
-            source,
-        })?;
-    rec.ip = Some(lease.ip);
-    rec.gateway = Some(lease.gateway);
+        .map_err(ipam_err)?;
+    let mut addresses = vec![lease.ip];
+    if let (IpAddr::V4(ip), IpAddr::V4(gw)) = (lease.ip, lease.gateway) {
+        rec.ip = Some(ip);
+        rec.gateway = Some(gw);
+    }
     save(dir, rec)?;
+    let net = &rec.network;
+    if let Some(s6) = net.subnet6 {
+        let l6 = ipam
+            .allocate(s6, &net.bridge, &rec.attachment)
+            .map_err(|source| ContainerNetError::Ipam {
+                network: net.name.clone(),
+                source,
+            })?;
+        addresses.push(l6.ip);
+        if let (IpAddr::V6(ip), IpAddr::V6(gw)) = (l6.ip, l6.gateway) {
+            rec.ip6 = Some(ip);
+            rec.gateway6 = Some(gw);
+        }
+        save(dir, rec)?;
+    }
     let host_files: Vec<PathBuf> = resolv::HOST_RESOLV_CONF.iter().map(PathBuf::from).collect();
     let host = resolv::read_host(&host_files)?;
     let cnet = resolv::ContainerNet {
-        addresses: vec![IpAddr::V4(lease.ip)],
-        gateway: Some(IpAddr::V4(lease.gateway)),
+        addresses,
+        gateway: Some(lease.gateway),
     };
     let written = resolv::write(dir, &dns_request(req), &host, &cnet)?;
     let dir = std::path::absolute(dir).unwrap_or(dir.to_path_buf());
@@ -389,6 +418,7 @@ pub fn attach(dir: &Path, netns: &Path) -> Result<ContainerRecord, ContainerNetE
             netns: NetnsRef::Path(netns.to_path_buf()),
             bridge: net.bridge.clone(),
             subnet: net.subnet,
+            subnet6: net.subnet6,
             ifname: rec.ifname.clone(),
             mtu: net.mtu,
             publish: rec.publish.clone(),

@@ -26,6 +26,9 @@ pub struct Network {
     pub bridge: String,
     /// The IPv4 subnet; its first address is the gateway.
     pub subnet: IpNet,
+    /// An IPv6 subnet too (dual stack); its first address is the IPv6 gateway.
+    #[serde(default)]
+    pub subnet6: Option<IpNet>,
     /// Masquerade the containers' traffic leaving the subnet.
     #[serde(default)]
     pub masquerade: bool,
@@ -206,7 +209,22 @@ pub fn create(paths: &Paths, net: &Network) -> Result<(), NetworkError> {
         source,
     };
     let ipam = Ipam::new(&paths.ipam_dir);
+    if !net.subnet.addr.is_ipv4() {
+        return Err(subnet_err(IpamError::BadSubnet(
+            net.subnet,
+            "the first subnet must be IPv4 (IPv6-only networks are not supported)",
+        )));
+    }
     ipam.check(net.subnet, &net.bridge).map_err(subnet_err)?;
+    if let Some(s6) = net.subnet6 {
+        if !s6.addr.is_ipv6() {
+            return Err(subnet_err(IpamError::BadSubnet(
+                s6,
+                "the second subnet must be IPv6",
+            )));
+        }
+        ipam.check(s6, &net.bridge).map_err(subnet_err)?;
+    }
     for other in list(paths)? {
         let conflict = |what: String| NetworkError::Conflict {
             new: net.name.clone(),
@@ -219,11 +237,12 @@ pub fn create(paths: &Paths, net: &Network) -> Result<(), NetworkError> {
         if other.bridge == net.bridge {
             return Err(conflict(format!("bridge `{}`", net.bridge)));
         }
-        if other.subnet.overlaps(&net.subnet) {
-            return Err(conflict(format!(
-                "subnet {} (overlaps {})",
-                net.subnet, other.subnet
-            )));
+        let mine = [Some(net.subnet), net.subnet6];
+        let theirs = [Some(other.subnet), other.subnet6];
+        for a in mine.iter().flatten() {
+            if let Some(b) = theirs.iter().flatten().find(|b| b.overlaps(a)) {
+                return Err(conflict(format!("subnet {a} (overlaps {b})")));
+            }
         }
     }
     fs::create_dir_all(&paths.network_dir).map_err(|source| NetworkError::Io {
@@ -303,6 +322,7 @@ mod tests {
             name: name.into(),
             bridge: bridge.into(),
             subnet: subnet.parse().unwrap(),
+            subnet6: None,
             masquerade: true,
             anti_spoof: false,
             mtu: None,

@@ -80,9 +80,10 @@ pub enum NetworkCmd {
 pub struct NetworkCreateArgs {
     /// The network's name.
     name: String,
-    /// Its subnet, e.g. 10.88.0.0/16; the first address is the gateway.
-    #[arg(long)]
-    subnet: String,
+    /// Its IPv4 subnet, e.g. 10.88.0.0/16, and optionally (given twice) an IPv6 one,
+    /// e.g. fd00:88::/64; the first address of each is the gateway.
+    #[arg(long, required = true, num_args = 1)]
+    subnet: Vec<String>,
     /// The bridge; default: the network's name (at most 15 characters).
     #[arg(long)]
     bridge: Option<String>,
@@ -490,9 +491,10 @@ pub struct AttachArgs {
     /// Bridge in the current namespace (created when missing).
     #[arg(long)]
     bridge: String,
-    /// Subnet of the bridge, e.g. 10.88.0.0/16; the first address is the gateway.
-    #[arg(long)]
-    subnet: String,
+    /// Subnet of the bridge, e.g. 10.88.0.0/16, and optionally (given twice) an IPv6
+    /// one for dual stack; the first address of each is the gateway.
+    #[arg(long, required = true, num_args = 1)]
+    subnet: Vec<String>,
     /// Attachment id; default: derived from --netns.
     #[arg(long)]
     id: Option<String>,
@@ -540,6 +542,19 @@ fn id_for(netns: &str) -> String {
         })
         .collect();
     s.trim_start_matches(['_', '.']).to_string()
+}
+
+/// `--subnet` given once (IPv4) or twice (IPv4, then IPv6).
+fn subnets(given: &[String]) -> Result<(IpNet, Option<IpNet>), Box<dyn std::error::Error>> {
+    let nets = given
+        .iter()
+        .map(|s| s.parse::<IpNet>())
+        .collect::<Result<Vec<_>, _>>()?;
+    match nets.as_slice() {
+        [v4] if v4.addr.is_ipv4() => Ok((*v4, None)),
+        [v4, v6] | [v6, v4] if v4.addr.is_ipv4() && v6.addr.is_ipv6() => Ok((*v4, Some(*v6))),
+        _ => Err("--subnet: give one IPv4 subnet, and optionally one IPv6 subnet (IPv6-only networks are not supported)".into()),
+    }
 }
 
 fn handle(ns: &Option<String>) -> Result<Netlink, Box<dyn std::error::Error>> {
@@ -878,7 +893,7 @@ pub fn run(cmd: &NetCommand, cli: &Cli) -> CmdResult {
             }
         },
         NetCommand::Attach(a) => {
-            let subnet: IpNet = a.subnet.parse()?;
+            let (subnet, subnet6) = subnets(&a.subnet)?;
             let publish = a
                 .publish
                 .iter()
@@ -889,6 +904,7 @@ pub fn run(cmd: &NetCommand, cli: &Cli) -> CmdResult {
                 netns: NetnsRef::parse(&a.netns),
                 bridge: a.bridge.clone(),
                 subnet,
+                subnet6,
                 ifname: a.ifname.clone(),
                 mtu: a.mtu,
                 publish,
@@ -936,7 +952,8 @@ pub fn run(cmd: &NetCommand, cli: &Cli) -> CmdResult {
                 let net = cella_net::network::Network {
                     name: a.name.clone(),
                     bridge: a.bridge.clone().unwrap_or_else(|| a.name.clone()),
-                    subnet: a.subnet.parse()?,
+                    subnet: subnets(&a.subnet)?.0,
+                    subnet6: subnets(&a.subnet)?.1,
                     masquerade: a.masquerade,
                     anti_spoof: a.anti_spoof,
                     mtu: a.mtu,
