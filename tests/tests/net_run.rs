@@ -593,3 +593,258 @@ fn kill_9_mid_create_then_delete_force_leaves_nothing() {
     lab.ok(&["delete", "--force", &id]);
     assert_eq!(lab.leftovers(), "");
 }
+
+/// A unique ULA /64 for one test's dual-stack network, from the same counter as [`subnet`].
+fn subnet6(v4: &str) -> String {
+    let parts: Vec<&str> = v4.split('.').collect();
+    format!("fd00:{}:{}::/64", parts[1], parts[2])
+}
+
+/// Runs busybox's ping in the network namespace `ns`; true when an answer came.
+fn ping(ns: &str, to: &str) -> bool {
+    Command::new("nsenter")
+        .arg(format!("--net={ns}"))
+        .args(["busybox", "ping", "-c", "1", "-W", "2", to])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Receives UDP datagrams in `ns` on `addr` for two seconds; returns their payloads.
+fn udp_sink(ns: &str, addr: &str) -> JoinHandle<Vec<String>> {
+    let addr: SocketAddr = addr.parse().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let h = in_ns(ns, move || {
+        let s = std::net::UdpSocket::bind(addr).expect("bind");
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        tx.send(()).unwrap();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut buf = [0u8; 64];
+        while Instant::now() < deadline {
+            if let Ok(n) = s.recv(&mut buf) {
+                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        got
+    });
+    rx.recv().unwrap();
+    h
+}
+
+/// Sends `msg` by UDP from `from` (an address of namespace `ns`) to `to`.
+fn udp_send(ns: &str, from: &str, to: &str, msg: &'static str) {
+    let from: SocketAddr = from.parse().unwrap();
+    let to: SocketAddr = to.parse().unwrap();
+    in_ns(ns, move || {
+        let s = std::net::UdpSocket::bind(from).expect("bind source");
+        for _ in 0..3 {
+            let _ = s.send_to(msg.as_bytes(), to);
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+/// Sends, from namespace `ns` out of `dev`, an unsolicited neighbour advertisement (with
+/// the override flag) claiming that `target` is at `mac`: what a container does to steal
+/// another's IPv6 traffic.
+fn send_fake_na(ns: &str, dev: &str, target: &str, mac: &str) {
+    let script = format!(
+        r#"
+import socket, struct, ipaddress
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"{dev}")
+mac = bytes(int(x, 16) for x in "{mac}".split(":"))
+na = struct.pack("!BBHI", 136, 0, 0, 0x20000000) + ipaddress.IPv6Address("{target}").packed + bytes([2, 1]) + mac
+idx = socket.if_nametoindex("{dev}")
+for _ in range(3):
+    s.sendto(na, ("ff02::1", 0, 0, idx))
+"#
+    );
+    let out = Command::new("nsenter")
+        .arg(format!("--net={ns}"))
+        .args(["python3", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "send NA: {}", show(&out));
+}
+
+/// The MAC the host's neighbour table holds for `ip` (in the lab's host namespace).
+fn neigh_mac(host: &str, ip: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-n", host, "-6", "neigh", "show", ip])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split_whitespace()
+        .skip_while(|w| *w != "lladdr")
+        .nth(1)
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn dual_stack_run_v6_ping_tcp_nat_forward_and_spoofing() {
+    if !(ready() && require_tool("python3") && require_tool("busybox")) {
+        return;
+    }
+    let mut lab = Lab::new();
+    let inet = lab.internet();
+    // The fake internet host's IPv6 side: 2001:db8:100::20, the host 2001:db8:100::1.
+    let host_ns = named(&lab.host);
+    ip(&[
+        "-n",
+        &lab.host,
+        "addr",
+        "add",
+        "2001:db8:100::1/64",
+        "dev",
+        "up0",
+        "nodad",
+    ]);
+    ip(&[
+        "-n",
+        &inet,
+        "addr",
+        "add",
+        "2001:db8:100::20/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    let (sub, _) = subnet();
+    let sub6 = subnet6(&sub);
+    let br = unique("crb");
+    lab.net(&[
+        "network",
+        "create",
+        "web6",
+        "--subnet",
+        &sub,
+        "--subnet",
+        &sub6,
+        "--bridge",
+        &br,
+        "--masquerade",
+        "--anti-spoof",
+    ]);
+    let a = bundle("web6", &[("org.cella.net.publish", "18090:8090")]);
+    let b = bundle("web6", &[]);
+    let ida = lab
+        .run(&a)
+        .unwrap_or_else(|o| panic!("run a: {}", show(&o)));
+    let idb = lab
+        .run(&b)
+        .unwrap_or_else(|o| panic!("run b: {}", show(&o)));
+    let (pa, pb) = (lab.pid(&ida), lab.pid(&idb));
+    let rec = |id: &str| -> serde_json::Value {
+        serde_json::from_slice(&fs::read(lab.root.join(id).join("net.json")).unwrap()).unwrap()
+    };
+    let (ra, rb) = (rec(&ida), rec(&idb));
+    let a6 = ra["ip6"].as_str().unwrap().to_string();
+    let b6 = rb["ip6"].as_str().unwrap().to_string();
+    assert!(
+        a6.starts_with(sub6.trim_end_matches("::/64")),
+        "{a6} in {sub6}"
+    );
+    let hosts = fs::read_to_string(format!("/proc/{pa}/root/etc/hosts")).unwrap();
+    assert!(hosts.contains(&format!("{a6}\tweb")), "{hosts}");
+
+    // ping and TCP over IPv6 between the containers, and to the gateway.
+    let gw6 = ra["gateway6"].as_str().unwrap().to_string();
+    assert!(ping(&ctr_ns(pb), &a6), "ping {a6}");
+    assert!(ping(&ctr_ns(pa), &gw6), "ping {gw6}");
+    let srv = serve_once(&ctr_ns(pa), "[::]:8090");
+    assert_eq!(
+        connect(&ctr_ns(pb), &format!("[{a6}]:8090")).as_deref(),
+        Ok("hello")
+    );
+    assert_eq!(
+        srv.join().unwrap().map(|p| p.ip().to_string()),
+        Some(b6.clone())
+    );
+
+    // NAT: the internet host sees the host's IPv6 address.
+    let srv = serve_once(&named(&inet), "[2001:db8:100::20]:80");
+    assert_eq!(
+        connect(&ctr_ns(pb), "[2001:db8:100::20]:80").as_deref(),
+        Ok("hello")
+    );
+    assert_eq!(
+        srv.join().unwrap().map(|p| p.ip().to_string()).as_deref(),
+        Some("2001:db8:100::1")
+    );
+
+    // The port forward over IPv6, from the internet host to the host's address.
+    let srv = serve_once(&ctr_ns(pa), "[::]:8090");
+    assert_eq!(
+        connect(&named(&inet), "[2001:db8:100::1]:18090").as_deref(),
+        Ok("hello")
+    );
+    assert_eq!(
+        srv.join().unwrap().map(|p| p.ip().to_string()).as_deref(),
+        Some("2001:db8:100::20")
+    );
+
+    // Spoofing: B takes A's IPv6 address as a second address; what it sends from there
+    // is dropped at the bridge (without anti-spoofing it would be masqueraded and
+    // arrive), while what it sends from its own address arrives.
+    let nsb = ctr_ns(pb);
+    let out = Command::new("nsenter")
+        .arg(format!("--net={nsb}"))
+        .args([
+            "ip",
+            "addr",
+            "add",
+            &format!("{a6}/128"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let sink = udp_sink(&named(&inet), "[2001:db8:100::20]:5353");
+    udp_send(
+        &nsb,
+        &format!("[{a6}]:0"),
+        "[2001:db8:100::20]:5353",
+        "spoofed",
+    );
+    udp_send(&nsb, &format!("[{b6}]:0"), "[2001:db8:100::20]:5353", "own");
+    let got = sink.join().unwrap();
+    assert!(got.iter().any(|m| m == "own"), "{got:?}");
+    assert!(
+        !got.iter().any(|m| m == "spoofed"),
+        "a spoofed source got through: {got:?}"
+    );
+
+    // ND: the host knows A's MAC for A's address; B's advertisement claiming A's address
+    // is dropped, so the host's entry keeps A's MAC.
+    assert!(ping(&host_ns, &a6));
+    let mac_a = neigh_mac(&lab.host, &a6);
+    assert!(mac_a.starts_with("02:ce:"), "{mac_a}");
+    let mac_b = {
+        let o = Command::new("nsenter")
+            .arg(format!("--net={nsb}"))
+            .args(["ip", "-o", "link", "show", "eth0"])
+            .output()
+            .unwrap();
+        let t = String::from_utf8_lossy(&o.stdout).into_owned();
+        t.split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    assert_ne!(mac_a, mac_b);
+    send_fake_na(&nsb, "eth0", &a6, &mac_b);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(neigh_mac(&lab.host, &a6), mac_a, "B's NA poisoned the host");
+
+    lab.ok(&["delete", "--force", &ida]);
+    lab.ok(&["delete", "--force", &idb]);
+    assert_eq!(lab.leftovers(), "");
+}

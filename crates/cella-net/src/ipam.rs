@@ -390,10 +390,7 @@ impl Ipam {
         let _l = self.lock()?;
         for n in self.read_networks()? {
             if n.subnet.contains(ip) {
-                return Ok(self
-                    .leases_locked(n.subnet)?
-                    .iter()
-                    .any(|(l, _)| *l == ip));
+                return Ok(self.leases_locked(n.subnet)?.iter().any(|(l, _)| *l == ip));
             }
         }
         Ok(false)
