@@ -20,7 +20,7 @@ use cella_net::nft::{NftError, Proto};
 use serde_json::{Value, json};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -259,15 +259,9 @@ impl Plan {
                 }
             };
             let host_ip = match m.host_ip.as_str() {
-                "" | "0.0.0.0" => None,
+                "" | "0.0.0.0" | "::" => None,
                 s => match s.parse::<IpAddr>() {
-                    Ok(IpAddr::V4(a)) => Some(a),
-                    Ok(IpAddr::V6(_)) => {
-                        return Err(CniError::new(
-                            Code::UnsupportedField,
-                            format!("{field}.hostIP: IPv6 {s} is not supported by cella-cni"),
-                        ));
-                    }
+                    Ok(a) => Some(a),
                     Err(_) => {
                         return Err(invalid(format!(
                             "{field}.hostIP: {s:?} is not an IP address"
@@ -536,6 +530,13 @@ fn first_v4(ips: &[(IpNet, Option<IpAddr>)]) -> Option<(Ipv4Addr, IpNet)> {
     })
 }
 
+fn first_v6(ips: &[(IpNet, Option<IpAddr>)]) -> Option<(Ipv6Addr, IpNet)> {
+    ips.iter().find_map(|(n, _)| match n.addr {
+        IpAddr::V6(a) => Some((a, n.network())),
+        IpAddr::V4(_) => None,
+    })
+}
+
 fn write_sysctl(path: &str, value: &str) -> Result<(), CniError> {
     fs::write(path, value)
         .map_err(|e| CniError::with_source(Code::Io, format!("write `{path}`"), &e))
@@ -619,13 +620,17 @@ fn setup(
 ) -> Result<Value, CniError> {
     let conf = &plan.conf;
     let v4 = first_v4(&ipam.ips);
+    let v6 = first_v6(&ipam.ips);
     // A MAC derived from the address, as cella net does: known before the link exists, so
     // the nft elements can be sent while the links are made.
-    let peer_mac = v4.map(|(a, _)| cella_net::ipam::mac_for(a));
+    let peer_mac = v4
+        .map(|(a, _)| cella_net::ipam::mac_for(a))
+        .or_else(|| v6.map(|(a, _)| cella_net::ipam::mac_for_ip(IpAddr::V6(a))));
     let tag = cnft::tag(id, ifname);
     let elements = Elements {
         tag: tag.clone(),
         ip: v4,
+        ip6: v6,
         masq: conf.ip_masq,
         mappings: plan.mappings.clone(),
         anti_spoof: match (conf.anti_spoof, peer_mac) {
@@ -633,9 +638,12 @@ fn setup(
             _ => None,
         },
     };
-    if v4.is_none() && (conf.anti_spoof || !plan.mappings.is_empty() || conf.ip_masq) {
+    if v4.is_none()
+        && v6.is_none()
+        && (conf.anti_spoof || !plan.mappings.is_empty() || conf.ip_masq)
+    {
         return Err(invalid(
-            "ipMasq, antiSpoof and portMappings need an IPv4 address from IPAM".into(),
+            "ipMasq, antiSpoof and portMappings need an address from IPAM".into(),
         ));
     }
     let batch = elements.add();
@@ -649,18 +657,24 @@ fn setup(
     let nft_done = match pending.map(cella_net::nft::Pending::wait) {
         None | Some(Ok(())) => Ok(()),
         Some(Err(e)) if e.is_not_found() => {
-            let mut all = cnft::nat_base();
-            if elements.needs_bridge_table() {
-                all.extend(cnft::bridge_base());
-            }
-            all.extend(batch);
-            cella_net::nft::apply(all, &op)
+            // The bridge table needs nft's own syntax; it is idempotent, so a crash between
+            // the two transactions leaves nothing wrong.
+            let bridge_table = if elements.needs_bridge_table() {
+                cella_net::nft::apply_text(cnft::bridge_base_text(), &op)
+            } else {
+                Ok(())
+            };
+            bridge_table.and_then(|()| {
+                let mut all = cnft::nat_base(v4.is_some(), v6.is_some());
+                all.extend(batch);
+                cella_net::nft::apply(all, &op)
+            })
         }
         Some(Err(e)) => Err(e),
     };
     let (br_mac, host_mac, ctr_mac, routes) = linked?;
     nft_done.map_err(nft_err("nftables"))?;
-    if !plan.mappings.is_empty() {
+    if v4.is_some() && !plan.mappings.is_empty() {
         // Mappings used through 127.0.0.1 leave by the bridge with a loopback source.
         write_sysctl(
             &format!("/proc/sys/net/ipv4/conf/{}/route_localnet", plan.bridge),
@@ -774,8 +788,14 @@ fn make_links(
                 prefix: n.prefix,
             };
             if !have.iter().any(|a| a.index == br.index && a.net == want) {
-                host.add_addr(br.index, want)
-                    .map_err(nl_err("add the gateway address to the bridge"))?;
+                // IPv6 without duplicate address detection: usable at once (the bridge
+                // has no carrier until its first port, which would hold DAD back).
+                let r = if want.addr.is_ipv6() {
+                    host.add_addr_nodad(br.index, want)
+                } else {
+                    host.add_addr(br.index, want)
+                };
+                r.map_err(nl_err("add the gateway address to the bridge"))?;
             }
         }
         if ipam.ips.iter().any(|(n, _)| n.addr.is_ipv4()) {
@@ -809,9 +829,15 @@ fn make_links(
         .map_err(nl_err("look up CNI_IFNAME"))?
         .ok_or_else(|| CniError::new(Code::Netlink, format!("`{ifname}` vanished")))?;
     for (n, _) in &ipam.ips {
-        inside
-            .add_addr(eth.index, *n)
-            .map_err(nl_err(&format!("add address {n} in the container")))?;
+        // IPv6 without duplicate address detection, as the reference bridge plugin does
+        // with hairpin mode (where DAD sees its own echoed solicitation and fails): IPAM
+        // made the address unique, and it is usable at once.
+        let r = if n.addr.is_ipv6() {
+            inside.add_addr_nodad(eth.index, *n)
+        } else {
+            inside.add_addr(eth.index, *n)
+        };
+        r.map_err(nl_err(&format!("add address {n} in the container")))?;
     }
     inside
         .set_link(
@@ -1069,11 +1095,20 @@ fn check(plan: &Plan, id: &str, ifname: &str, netns_path: &str) -> Result<(), Cn
         .iter()
         .filter_map(|i| i.address.parse::<IpNet>().ok())
         .find(|n| n.addr.is_ipv4());
+    let v6 = prev
+        .ips
+        .iter()
+        .filter_map(|i| i.address.parse::<IpNet>().ok())
+        .find(|n| n.addr.is_ipv6());
     let expect = Elements {
         tag: cnft::tag(id, ifname),
         ip: v4.and_then(|n| match n.addr {
             IpAddr::V4(a) => Some((a, n.network())),
             IpAddr::V6(_) => None,
+        }),
+        ip6: v6.and_then(|n| match n.addr {
+            IpAddr::V6(a) => Some((a, n.network())),
+            IpAddr::V4(_) => None,
         }),
         masq: plan.conf.ip_masq,
         mappings: plan.mappings.clone(),

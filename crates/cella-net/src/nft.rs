@@ -330,49 +330,6 @@ fn nat_table(f: &str) -> Vec<Value> {
     c
 }
 
-/// The prerouting rules of a bridge-family anti-spoofing table named `table`: a frame
-/// from a port in `@ports` is dropped unless its source MAC is the one in `@macs` for
-/// that port and, for IPv4 and ARP, its source address the one in `@ips`. Shared by
-/// `cella net` and cella-cni, so the rule set is written once.
-pub fn anti_spoof_rules(table: &str) -> Vec<Value> {
-    let iif = json!({ "meta": { "key": "iifname" } });
-    let from_port = json!({ "match": { "op": "==", "left": iif, "right": "@ports" } });
-    let pairs = [
-        (
-            json!({ "protocol": "ether", "field": "saddr" }),
-            "@macs",
-            None,
-        ),
-        (
-            json!({ "protocol": "ip", "field": "saddr" }),
-            "@ips",
-            Some("ip"),
-        ),
-        (
-            json!({ "protocol": "arp", "field": "saddr ip" }),
-            "@ips",
-            Some("arp"),
-        ),
-        (
-            json!({ "protocol": "arp", "field": "saddr ether" }),
-            "@macs",
-            Some("arp"),
-        ),
-    ];
-    pairs
-        .into_iter()
-        .map(|(field, set, ethertype)| {
-            let mut expr = vec![from_port.clone()];
-            if let Some(et) = ethertype {
-                expr.push(json!({ "match": { "op": "==", "left": { "payload": { "protocol": "ether", "field": "type" } }, "right": et } }));
-            }
-            expr.push(json!({ "match": { "op": "!=", "left": { "concat": [iif, { "payload": field }] }, "right": set } }));
-            expr.push(json!({ "drop": null }));
-            json!({ "add": { "rule": { "family": "bridge", "table": table, "chain": "prerouting", "expr": expr } } })
-        })
-        .collect()
-}
-
 /// The bridge-family anti-spoofing table `table`, in nft's own syntax: created if missing,
 /// its rules reset; elements are kept. A frame from a port in `ports` is dropped unless:
 ///
