@@ -964,10 +964,16 @@ fn cni_args_ip_requests_an_address_as_host_local_does() {
 
 /// [`bridge_conf`] with a second, IPv6 range set (dual stack) and a default route for each
 /// family, as host-local takes them.
-fn bridge_conf6(kind: &str, data: &Path, mappings: Value) -> Value {
+fn bridge_conf6(kind: &str, data: &Path, mappings: Value, v6_only: bool) -> Value {
     let mut c = bridge_conf(kind, data, mappings);
-    c["ipam"]["ranges"] = json!([[{ "subnet": "10.89.0.0/24" }], [{ "subnet": "fd00:89::/64" }]]);
-    c["ipam"]["routes"] = json!([{ "dst": "0.0.0.0/0" }, { "dst": "::/0" }]);
+    if v6_only {
+        c["ipam"]["ranges"] = json!([[{ "subnet": "fd00:89::/64" }]]);
+        c["ipam"]["routes"] = json!([{ "dst": "::/0" }]);
+    } else {
+        c["ipam"]["ranges"] =
+            json!([[{ "subnet": "10.89.0.0/24" }], [{ "subnet": "fd00:89::/64" }]]);
+        c["ipam"]["routes"] = json!([{ "dst": "0.0.0.0/0" }, { "dst": "::/0" }]);
+    }
     c
 }
 
@@ -1007,7 +1013,7 @@ fn settle(ns: &str, who: &str) {
 
 /// The dual-stack counterpart of [`exercise`], looking at IPv6: ADD, what can be observed
 /// over IPv6 (gateway, the other container, a mapping, masquerade), DEL.
-fn exercise6(reference: bool) -> (Vec<Value>, String) {
+fn exercise6(reference: bool, v6_only: bool) -> (Vec<Value>, String) {
     let mut lab = Lab::new();
     let inet = lab.internet();
     lab.sh(&[
@@ -1039,10 +1045,10 @@ fn exercise6(reference: bool) -> (Vec<Value>, String) {
     let map = json!([{ "hostPort": 8080, "containerPort": 80, "protocol": "tcp" }]);
     let call = |id: &str, ns: &str, mappings: Value| -> Value {
         if !reference {
-            let conf = bridge_conf6("cella-cni", &lab.data, mappings);
+            let conf = bridge_conf6("cella-cni", &lab.data, mappings, v6_only);
             return ok_json(&lab.cni(&cni_bin(), "ADD", id, ns, &conf));
         }
-        let conf = bridge_conf6("bridge", &lab.data, json!([]));
+        let conf = bridge_conf6("bridge", &lab.data, json!([]), v6_only);
         let res = ok_json(&lab.cni(&Path::new(REF_DIR).join("bridge"), "ADD", id, ns, &conf));
         let pm = portmap_conf(mappings, &res);
         ok_json(&lab.cni(&Path::new(REF_DIR).join("portmap"), "ADD", id, ns, &pm))
@@ -1102,12 +1108,12 @@ fn exercise6(reference: bool) -> (Vec<Value>, String) {
                 &portmap_conf(mappings, prev),
             );
             assert!(out.status.success(), "{}", show(&out));
-            let mut conf = bridge_conf6("bridge", &lab.data, json!([]));
+            let mut conf = bridge_conf6("bridge", &lab.data, json!([]), v6_only);
             conf["prevResult"] = prev.clone();
             let out = lab.cni(&Path::new(REF_DIR).join("bridge"), "DEL", id, ns, &conf);
             assert!(out.status.success(), "{}", show(&out));
         } else {
-            let mut conf = bridge_conf6("cella-cni", &lab.data, mappings);
+            let mut conf = bridge_conf6("cella-cni", &lab.data, mappings, v6_only);
             conf["prevResult"] = prev.clone();
             let out = lab.cni(&cni_bin(), "DEL", id, ns, &conf);
             assert!(out.status.success(), "{}", show(&out));
@@ -1135,12 +1141,24 @@ fn dual_stack_same_result_and_ipv6_network_as_the_reference() {
     if !ready() || !reference_plugins() {
         return;
     }
-    let (ours, our_leases) = exercise6(false);
-    let (theirs, their_leases) = exercise6(true);
+    let (ours, our_leases) = exercise6(false, false);
+    let (theirs, their_leases) = exercise6(true, false);
     assert_eq!(ours, theirs, "result shapes differ");
     assert_eq!(our_leases, their_leases);
     assert!(
         our_leases.contains("testnet/fd00:89::2 = \"ctr1\\r\\neth0\""),
         "{our_leases}"
     );
+}
+
+#[test]
+fn ipv6_only_same_result_and_network_as_the_reference() {
+    if !ready() || !reference_plugins() {
+        return;
+    }
+    let (ours, our_leases) = exercise6(false, true);
+    let (theirs, their_leases) = exercise6(true, true);
+    assert_eq!(ours, theirs, "result shapes differ");
+    assert_eq!(our_leases, their_leases);
+    assert!(!our_leases.contains("10.89."), "{our_leases}");
 }
