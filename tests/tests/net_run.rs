@@ -848,3 +848,105 @@ fn dual_stack_run_v6_ping_tcp_nat_forward_and_spoofing() {
     lab.ok(&["delete", "--force", &idb]);
     assert_eq!(lab.leftovers(), "");
 }
+
+#[test]
+fn ipv6_only_network_for_cella_run() {
+    if !(ready() && require_tool("busybox")) {
+        return;
+    }
+    let mut lab = Lab::new();
+    let inet = lab.internet();
+    ip(&[
+        "-n",
+        &lab.host,
+        "addr",
+        "add",
+        "2001:db8:100::1/64",
+        "dev",
+        "up0",
+        "nodad",
+    ]);
+    ip(&[
+        "-n",
+        &inet,
+        "addr",
+        "add",
+        "2001:db8:100::20/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    let (sub, _) = subnet();
+    let sub6 = subnet6(&sub);
+    let br = unique("crb");
+    lab.net(&[
+        "network",
+        "create",
+        "only6",
+        "--subnet",
+        &sub6,
+        "--bridge",
+        &br,
+        "--masquerade",
+        "--anti-spoof",
+    ]);
+    let a = bundle(
+        "only6",
+        &[
+            ("org.cella.net.publish", "18095:8095"),
+            ("org.cella.net.dns", "2001:db8:100::53"),
+        ],
+    );
+    let b = bundle("only6", &[]);
+    let ida = lab
+        .run(&a)
+        .unwrap_or_else(|o| panic!("run a: {}", show(&o)));
+    let idb = lab
+        .run(&b)
+        .unwrap_or_else(|o| panic!("run b: {}", show(&o)));
+    let (pa, pb) = (lab.pid(&ida), lab.pid(&idb));
+    let rec: serde_json::Value =
+        serde_json::from_slice(&fs::read(lab.root.join(&ida).join("net.json")).unwrap()).unwrap();
+    assert!(rec["ip"].is_null(), "{rec}");
+    let a6 = rec["ip6"].as_str().unwrap().to_string();
+    let hosts = fs::read_to_string(format!("/proc/{pa}/root/etc/hosts")).unwrap();
+    assert!(hosts.contains(&format!("{a6}\tweb")), "{hosts}");
+    let resolv = fs::read_to_string(format!("/proc/{pa}/root/etc/resolv.conf")).unwrap();
+    assert!(resolv.contains("nameserver 2001:db8:100::53"), "{resolv}");
+
+    let srv = serve_once(&ctr_ns(pa), "[::]:8095");
+    assert_eq!(
+        connect(&ctr_ns(pb), &format!("[{a6}]:8095")).as_deref(),
+        Ok("hello")
+    );
+    assert!(srv.join().unwrap().is_some());
+    let srv = serve_once(&ctr_ns(pa), "[::]:8095");
+    assert_eq!(
+        connect(&named(&inet), "[2001:db8:100::1]:18095").as_deref(),
+        Ok("hello")
+    );
+    assert!(srv.join().unwrap().is_some());
+    let srv = serve_once(&named(&inet), "[2001:db8:100::20]:80");
+    assert_eq!(
+        connect(&ctr_ns(pb), "[2001:db8:100::20]:80").as_deref(),
+        Ok("hello")
+    );
+    assert_eq!(
+        srv.join().unwrap().map(|p| p.ip().to_string()).as_deref(),
+        Some("2001:db8:100::1")
+    );
+    // No IPv4 at all: the host made no IPv4 NAT table.
+    let nft = Command::new("ip")
+        .args(["netns", "exec", &lab.host, "nft", "list", "tables"])
+        .output()
+        .unwrap();
+    let tables = String::from_utf8_lossy(&nft.stdout).into_owned();
+    assert!(
+        tables.contains("table ip6 cella") && !tables.contains("table ip cella"),
+        "{tables}"
+    );
+
+    lab.ok(&["delete", "--force", &ida]);
+    lab.ok(&["delete", "--force", &idb]);
+    assert_eq!(lab.leftovers(), "");
+}

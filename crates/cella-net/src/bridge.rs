@@ -17,7 +17,7 @@
 //! ```
 
 use crate::cidr::IpNet;
-use crate::ipam::{Ipam, IpamError, mac_for};
+use crate::ipam::{Ipam, IpamError, mac_for_ip};
 use crate::netlink::{LinkChange, Netlink, NetlinkError, Route, TABLE_MAIN, VethSpec};
 use crate::netns::{Netns, NetnsError, NetnsRef};
 use crate::nft::{self, ContainerRules, NftError, Proto};
@@ -117,9 +117,11 @@ pub struct AttachRequest {
     pub netns: NetnsRef,
     /// Bridge in the host namespace; created when missing.
     pub bridge: String,
-    /// The bridge's subnet; its first address is the gateway.
+    /// The bridge's subnet (IPv4, or IPv6 for an IPv6-only network); its first address is
+    /// the gateway.
     pub subnet: IpNet,
-    /// An IPv6 subnet too (dual stack); its first address is the IPv6 gateway.
+    /// An IPv6 subnet next to an IPv4 `subnet` (dual stack); its first address is the
+    /// IPv6 gateway.
     pub subnet6: Option<IpNet>,
     /// Interface name inside the container.
     pub ifname: String,
@@ -133,6 +135,19 @@ pub struct AttachRequest {
     pub anti_spoof: bool,
 }
 
+impl AttachRequest {
+    /// The IPv4 subnet, if any.
+    fn v4(&self) -> Option<IpNet> {
+        self.subnet.addr.is_ipv4().then_some(self.subnet)
+    }
+
+    /// The IPv6 subnet, if any.
+    fn v6(&self) -> Option<IpNet> {
+        self.subnet6
+            .or_else(|| self.subnet.addr.is_ipv6().then_some(self.subnet))
+    }
+}
+
 /// The record of one attachment, written before anything is created.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Attachment {
@@ -142,17 +157,17 @@ pub struct Attachment {
     pub netns: PathBuf,
     /// The bridge.
     pub bridge: String,
-    /// The subnet.
+    /// The subnet (IPv6 for an IPv6-only attachment).
     pub subnet: IpNet,
     /// Interface inside the container.
     pub ifname: String,
     /// Host end of the veth (a bridge port).
     pub host_veth: String,
-    /// The leased address, once leased.
+    /// The leased IPv4 address, once leased.
     pub ip: Option<Ipv4Addr>,
-    /// The gateway (the bridge's address).
+    /// The IPv4 gateway (the bridge's address); 0.0.0.0 for an IPv6-only attachment.
     pub gateway: Ipv4Addr,
-    /// The IPv6 subnet, for a dual-stack attachment.
+    /// The IPv6 subnet next to the IPv4 one, for a dual-stack attachment.
     #[serde(default)]
     pub subnet6: Option<IpNet>,
     /// The leased IPv6 address, once leased.
@@ -589,11 +604,11 @@ fn validate(
     if store.att_path(&req.id).exists() {
         return Err(InvalidRequest::Exists(req.id.clone()));
     }
-    if !req.subnet.addr.is_ipv4() {
+    if req.subnet.addr.is_ipv6() && req.subnet6.is_some() {
         return Err(InvalidRequest::Family {
             field: "subnet",
             subnet: req.subnet,
-            family: "IPv4",
+            family: "IPv4 (the IPv6 subnet of a dual-stack network is the second one)",
         });
     }
     ipam.check(req.subnet, &req.bridge)?;
@@ -633,7 +648,7 @@ fn validate(
         return Err(InvalidRequest::NotABridge(req.bridge.clone()));
     }
     let mut host_addrs = host.addrs_family(false)?;
-    if req.subnet6.is_some() {
+    if req.v6().is_some() {
         host_addrs.extend(host.addrs_family(true)?);
     }
     for a in host_addrs {
@@ -670,9 +685,9 @@ fn write_sysctl(path: &str, value: &str) -> Result<(), StepError> {
     fs::write(path, value).map_err(io_step("write", Path::new(path)))
 }
 
-fn rules_of(a: &Attachment, ip: Ipv4Addr) -> ContainerRules {
+fn rules_of(a: &Attachment) -> ContainerRules {
     ContainerRules {
-        ip,
+        ip: a.ip,
         ip6: a.ip6,
         forwards: a
             .publish
@@ -757,18 +772,27 @@ fn setup(
             .map_err(io_step("claim port", &pp))?;
         io::Write::write_all(&mut f, att.id.as_bytes()).map_err(io_step("write", &pp))?;
     }
-    let lease = ipam.allocate(req.subnet, &req.bridge, &att.id)?;
-    let (IpAddr::V4(ip), IpAddr::V4(gw)) = (lease.ip, lease.gateway) else {
-        return Err(IpamError::BadSubnet(req.subnet, "not an IPv4 subnet").into());
-    };
-    att.ip = Some(ip);
-    att.mac = Some(lease.mac.clone());
-    store.write(&path, att)?;
-    if let Some(s6) = req.subnet6 {
-        let l6 = ipam.allocate(s6, &req.bridge, &att.id)?;
-        if let (IpAddr::V6(ip6), IpAddr::V6(gw6)) = (l6.ip, l6.gateway) {
-            att.ip6 = Some(ip6);
-            att.gateway6 = Some(gw6);
+    // The MAC comes from the first lease: the IPv4 address, or the IPv6 one of an
+    // IPv6-only network.
+    for (i, subnet) in [Some(req.subnet), req.subnet6]
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let lease = ipam.allocate(subnet, &req.bridge, &att.id)?;
+        match (lease.ip, lease.gateway) {
+            (IpAddr::V4(ip), IpAddr::V4(gw)) => {
+                att.ip = Some(ip);
+                att.gateway = gw;
+            }
+            (IpAddr::V6(ip), IpAddr::V6(gw)) => {
+                att.ip6 = Some(ip);
+                att.gateway6 = Some(gw);
+            }
+            _ => return Err(IpamError::BadSubnet(subnet, "gateway of another family").into()),
+        }
+        if i == 0 {
+            att.mac = Some(lease.mac.clone());
         }
         store.write(&path, att)?;
     }
@@ -779,7 +803,7 @@ fn setup(
     // elements; only when a table is missing (the first attach on this host) are the
     // tables, chains and rules created, in the same transaction as the elements. The nft
     // process runs while the links are made below; both wait on the kernel.
-    let rules = rules_of(att, ip);
+    let rules = rules_of(att);
     let elements = rules.add();
     let op = format!("add rules for {:?}", att.id);
     let pending = if elements.is_empty() {
@@ -787,7 +811,7 @@ fn setup(
     } else {
         Some(nft::spawn(elements.clone(), &op)?)
     };
-    let linked = make_links(store, host, netns, req, att, ip, gw);
+    let linked = make_links(store, host, netns, req, att);
     let nft_done = match pending.map(nft::Pending::wait) {
         None | Some(Ok(())) => Ok(()),
         Some(Err(e)) if e.is_not_found() => {
@@ -796,7 +820,7 @@ fn setup(
             if req.anti_spoof {
                 nft::apply_text(nft::bridge_base_text(nft::TABLE), &op)?;
             }
-            let mut batch = nft::nat_base();
+            let mut batch = nft::nat_base(att.ip.is_some(), att.ip6.is_some());
             batch.extend(elements);
             nft::apply(batch, &op)
         }
@@ -826,15 +850,30 @@ fn make_links(
     netns: &Netns,
     req: &AttachRequest,
     att: &Attachment,
-    ip: Ipv4Addr,
-    gateway: Ipv4Addr,
 ) -> Result<Netlink, StepError> {
-    let bridge_index = ensure_bridge(store, host, req, gateway, att.gateway6)?;
-    write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
-    if att.ip6.is_some() {
+    // (address, gateway, prefix) of each family the attachment has.
+    let v4 = att
+        .ip
+        .zip(req.v4())
+        .map(|(ip, s)| (IpAddr::V4(ip), IpAddr::V4(att.gateway), s.prefix));
+    let v6 = att
+        .ip6
+        .zip(att.gateway6)
+        .zip(req.v6())
+        .map(|((ip, gw), s)| (IpAddr::V6(ip), IpAddr::V6(gw), s.prefix));
+    let gateways: Vec<IpNet> = [v4, v6]
+        .into_iter()
+        .flatten()
+        .map(|(_, gw, prefix)| IpNet { addr: gw, prefix })
+        .collect();
+    let bridge_index = ensure_bridge(store, host, req, &gateways)?;
+    if v4.is_some() {
+        write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
+    }
+    if v6.is_some() {
         write_sysctl("/proc/sys/net/ipv6/conf/all/forwarding", "1")?;
     }
-    if !req.publish.is_empty() {
+    if v4.is_some() && !req.publish.is_empty() {
         // Forwards used through 127.0.0.1 leave by the bridge with a loopback source,
         // which the kernel drops unless the bridge allows it.
         write_sysctl(
@@ -843,7 +882,10 @@ fn make_links(
         )?;
     }
 
-    let mac = mac_for(ip);
+    let first = v4.or(v6).map(|(ip, _, _)| ip).ok_or_else(|| {
+        StepError::Ipam(IpamError::BadSubnet(req.subnet, "no address was leased"))
+    })?;
+    let mac = mac_for_ip(first);
     host.add_veth(&VethSpec {
         name: att.host_veth.clone(),
         peer: req.ifname.clone(),
@@ -861,21 +903,13 @@ fn make_links(
 
     let mut inside = Netlink::open_in(netns)?;
     let eth = inside.index(&req.ifname)?;
-    let addr = IpNet {
-        addr: IpAddr::V4(ip),
-        prefix: req.subnet.prefix,
-    };
-    inside.add_addr(eth, addr)?;
-    if let (Some(ip6), Some(s6)) = (att.ip6, req.subnet6) {
+    if let Some((ip, _, prefix)) = v4 {
+        inside.add_addr(eth, IpNet { addr: ip, prefix })?;
+    }
+    if let Some((ip, _, prefix)) = v6 {
         // No duplicate address detection: IPAM made the address unique, and DAD would
         // keep it unusable ("tentative") for a second or more after the link comes up.
-        inside.add_addr_nodad(
-            eth,
-            IpNet {
-                addr: IpAddr::V6(ip6),
-                prefix: s6.prefix,
-            },
-        )?;
+        inside.add_addr_nodad(eth, IpNet { addr: ip, prefix })?;
     }
     inside.set_link(
         eth,
@@ -885,15 +919,9 @@ fn make_links(
             ..LinkChange::default()
         },
     )?;
-    inside.add_route(&Route {
-        gateway: Some(IpAddr::V4(gateway)),
-        oif: Some(eth),
-        table: TABLE_MAIN,
-        ..Route::default()
-    })?;
-    if let Some(gw6) = att.gateway6 {
+    for (_, gw, _) in [v4, v6].into_iter().flatten() {
         inside.add_route(&Route {
-            gateway: Some(IpAddr::V6(gw6)),
+            gateway: Some(gw),
             oif: Some(eth),
             table: TABLE_MAIN,
             ..Route::default()
@@ -902,14 +930,13 @@ fn make_links(
     Ok(inside)
 }
 
-/// Makes sure the bridge exists, is up and holds the gateway address; records what cella
-/// made so the last detach removes it.
+/// Makes sure the bridge exists, is up and holds the gateway addresses; records what
+/// cella made so the last detach removes it.
 fn ensure_bridge(
     store: &Store,
     host: &mut Netlink,
     req: &AttachRequest,
-    gateway: Ipv4Addr,
-    gateway6: Option<Ipv6Addr>,
+    gateways: &[IpNet],
 ) -> Result<u32, StepError> {
     let rec_path = store.br_path(&req.bridge);
     let mut rec: BridgeRecord = store.read(&rec_path)?.unwrap_or(BridgeRecord {
@@ -918,10 +945,6 @@ fn ensure_bridge(
         gateway: None,
         gateway6: None,
     });
-    let gw = IpNet {
-        addr: IpAddr::V4(gateway),
-        prefix: req.subnet.prefix,
-    };
     let link = host.link(&req.bridge)?;
     let index = match link {
         Some(l) => {
@@ -944,28 +967,27 @@ fn ensure_bridge(
             host.index(&req.bridge)?
         }
     };
-    let has_gw = host
-        .addrs_family(false)?
-        .iter()
-        .any(|a| a.index == index && a.net == gw);
-    if !has_gw {
-        rec.gateway = Some(gw);
-        store.write(&rec_path, &rec)?;
-        host.add_addr(index, gw)?;
-    }
-    if let (Some(g6), Some(s6)) = (gateway6, req.subnet6) {
-        let gw6 = IpNet {
-            addr: IpAddr::V6(g6),
-            prefix: s6.prefix,
-        };
-        let has_gw6 = host
-            .addrs_family(true)?
+    for gw in gateways {
+        let v6 = gw.addr.is_ipv6();
+        let has_gw = host
+            .addrs_family(v6)?
             .iter()
-            .any(|a| a.index == index && a.net == gw6);
-        if !has_gw6 {
-            rec.gateway6 = Some(gw6);
-            store.write(&rec_path, &rec)?;
-            host.add_addr_nodad(index, gw6)?;
+            .any(|a| a.index == index && a.net == *gw);
+        if has_gw {
+            continue;
+        }
+        if v6 {
+            rec.gateway6 = Some(*gw);
+        } else {
+            rec.gateway = Some(*gw);
+        }
+        store.write(&rec_path, &rec)?;
+        if v6 {
+            // Usable at once: a bridge without ports has no carrier, which would hold
+            // duplicate address detection (and so the address) back.
+            host.add_addr_nodad(index, *gw)?;
+        } else {
+            host.add_addr(index, *gw)?;
         }
     }
     if !rec.created && rec.gateway.is_none() && rec.gateway6.is_none() {
@@ -983,7 +1005,7 @@ fn teardown(
     att: &Attachment,
 ) -> Result<(), TeardownErrors> {
     let mut errs: Vec<StepError> = Vec::new();
-    let rules = att.ip.map(|ip| rules_of(att, ip));
+    let rules = (att.ip.is_some() || att.ip6.is_some()).then(|| rules_of(att));
     let all = rules.as_ref().map(|r| r.delete(None)).unwrap_or_default();
     let op = format!("delete rules of {:?}", att.id);
     // A completed attachment's elements are all there: delete them in an nft process that

@@ -66,9 +66,9 @@ pub struct ContainerRecord {
     pub publish: Vec<PortForward>,
     /// Interface inside the container.
     pub ifname: String,
-    /// The leased address, once leased.
+    /// The leased IPv4 address, once leased (none on an IPv6-only network).
     pub ip: Option<Ipv4Addr>,
-    /// The gateway.
+    /// The IPv4 gateway.
     pub gateway: Option<Ipv4Addr>,
     /// The leased IPv6 address (dual-stack networks), once leased.
     #[serde(default)]
@@ -355,9 +355,16 @@ fn plan_steps(
         .allocate(net.subnet, &net.bridge, &rec.attachment)
         .map_err(ipam_err)?;
     let mut addresses = vec![lease.ip];
-    if let (IpAddr::V4(ip), IpAddr::V4(gw)) = (lease.ip, lease.gateway) {
-        rec.ip = Some(ip);
-        rec.gateway = Some(gw);
+    match (lease.ip, lease.gateway) {
+        (IpAddr::V4(ip), IpAddr::V4(gw)) => {
+            rec.ip = Some(ip);
+            rec.gateway = Some(gw);
+        }
+        (IpAddr::V6(ip), IpAddr::V6(gw)) => {
+            rec.ip6 = Some(ip);
+            rec.gateway6 = Some(gw);
+        }
+        _ => {}
     }
     save(dir, rec)?;
     let net = &rec.network;
@@ -476,12 +483,25 @@ pub fn detach(dir: &Path) -> Result<(), ContainerNetError> {
     }
 }
 
-/// The subnet and address a record holds, as `10.88.0.2/16` (for messages and tests).
-pub fn address(rec: &ContainerRecord) -> Option<IpNet> {
-    rec.ip.map(|ip| IpNet {
-        addr: IpAddr::V4(ip),
-        prefix: rec.network.subnet.prefix,
-    })
+/// The addresses a record holds with their prefix length, as `10.88.0.2/16` and
+/// `fd00:88::2/64`.
+pub fn addresses(rec: &ContainerRecord) -> Vec<IpNet> {
+    let net = &rec.network;
+    let v6_prefix = net.subnet6.unwrap_or(net.subnet).prefix;
+    let mut v = Vec::new();
+    if let Some(ip) = rec.ip {
+        v.push(IpNet {
+            addr: IpAddr::V4(ip),
+            prefix: net.subnet.prefix,
+        });
+    }
+    if let Some(ip) = rec.ip6 {
+        v.push(IpNet {
+            addr: IpAddr::V6(ip),
+            prefix: v6_prefix,
+        });
+    }
+    v
 }
 
 #[cfg(test)]

@@ -24,9 +24,11 @@ pub struct Network {
     pub name: String,
     /// The bridge in the host namespace (made on first use).
     pub bridge: String,
-    /// The IPv4 subnet; its first address is the gateway.
+    /// The subnet: IPv4, or IPv6 for an IPv6-only network; its first address is the
+    /// gateway.
     pub subnet: IpNet,
-    /// An IPv6 subnet too (dual stack); its first address is the IPv6 gateway.
+    /// An IPv6 subnet next to an IPv4 `subnet` (dual stack); its first address is the
+    /// IPv6 gateway.
     #[serde(default)]
     pub subnet6: Option<IpNet>,
     /// Masquerade the containers' traffic leaving the subnet.
@@ -209,10 +211,10 @@ pub fn create(paths: &Paths, net: &Network) -> Result<(), NetworkError> {
         source,
     };
     let ipam = Ipam::new(&paths.ipam_dir);
-    if !net.subnet.addr.is_ipv4() {
+    if net.subnet.addr.is_ipv6() && net.subnet6.is_some() {
         return Err(subnet_err(IpamError::BadSubnet(
             net.subnet,
-            "the first subnet must be IPv4 (IPv6-only networks are not supported)",
+            "a dual-stack network's first subnet is the IPv4 one",
         )));
     }
     ipam.check(net.subnet, &net.bridge).map_err(subnet_err)?;

@@ -247,12 +247,17 @@ fn dnat_rule(family: &str, chain: &str, p: Proto) -> Value {
     )
 }
 
-/// Commands that create cella's NAT tables (`ip cella` and `ip6 cella`), their sets,
-/// maps, chains and rules if missing and reset the rules to the ones this version
-/// writes. Idempotent; elements are kept.
-pub fn nat_base() -> Vec<Value> {
-    let mut c = nat_table("ip");
-    c.extend(nat_table("ip6"));
+/// Commands that create the NAT tables a container with these address families needs
+/// (`ip cella`, `ip6 cella`), their sets, maps, chains and rules if missing and reset the
+/// rules to the ones this version writes. Idempotent; elements are kept.
+pub fn nat_base(v4: bool, v6: bool) -> Vec<Value> {
+    let mut c = Vec::new();
+    if v4 {
+        c.extend(nat_table("ip"));
+    }
+    if v6 {
+        c.extend(nat_table("ip6"));
+    }
     c
 }
 
@@ -406,8 +411,8 @@ fn element(verb: &str, family: &str, set: &str, elem: Value) -> Value {
 /// entries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerRules {
-    /// The container's IPv4 address.
-    pub ip: Ipv4Addr,
+    /// The container's IPv4 address, if it has one.
+    pub ip: Option<Ipv4Addr>,
     /// Its IPv6 address, if it has one.
     pub ip6: Option<Ipv6Addr>,
     /// Host port -> container port forwards (for each of its addresses).
@@ -432,7 +437,10 @@ pub struct Listings<'a> {
 impl ContainerRules {
     /// (nat family, address) for each of the container's addresses.
     fn families(&self) -> Vec<(&'static str, String)> {
-        let mut v = vec![("ip", self.ip.to_string())];
+        let mut v = Vec::new();
+        if let Some(ip) = self.ip {
+            v.push(("ip", ip.to_string()));
+        }
         if let Some(ip6) = self.ip6 {
             v.push(("ip6", ip6.to_string()));
         }
@@ -447,8 +455,10 @@ impl ContainerRules {
         let mut v = vec![
             ("ports", json!(port)),
             ("macs", json!({ "concat": [port, mac] })),
-            ("ips", json!({ "concat": [port, self.ip.to_string()] })),
         ];
+        if let Some(ip) = self.ip {
+            v.push(("ips", json!({ "concat": [port, ip.to_string()] })));
+        }
         let mut v6: Vec<Ipv6Addr> = crate::netlink::parse_mac(mac)
             .map(link_local)
             .into_iter()
@@ -539,7 +549,7 @@ mod tests {
 
     fn rules() -> ContainerRules {
         ContainerRules {
-            ip: "10.88.0.2".parse().unwrap(),
+            ip: Some("10.88.0.2".parse().unwrap()),
             ip6: None,
             forwards: vec![(Proto::Tcp, 8080, 80)],
             masquerade: true,

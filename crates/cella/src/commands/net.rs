@@ -80,8 +80,8 @@ pub enum NetworkCmd {
 pub struct NetworkCreateArgs {
     /// The network's name.
     name: String,
-    /// Its IPv4 subnet, e.g. 10.88.0.0/16, and optionally (given twice) an IPv6 one,
-    /// e.g. fd00:88::/64; the first address of each is the gateway.
+    /// Its subnet, e.g. 10.88.0.0/16 or fd00:88::/64; given twice (one of each family)
+    /// for dual stack. The first address of each is the gateway.
     #[arg(long, required = true, num_args = 1)]
     subnet: Vec<String>,
     /// The bridge; default: the network's name (at most 15 characters).
@@ -491,8 +491,8 @@ pub struct AttachArgs {
     /// Bridge in the current namespace (created when missing).
     #[arg(long)]
     bridge: String,
-    /// Subnet of the bridge, e.g. 10.88.0.0/16, and optionally (given twice) an IPv6
-    /// one for dual stack; the first address of each is the gateway.
+    /// Subnet of the bridge, e.g. 10.88.0.0/16 or fd00:88::/64; given twice (one of each
+    /// family) for dual stack. The first address of each is the gateway.
     #[arg(long, required = true, num_args = 1)]
     subnet: Vec<String>,
     /// Attachment id; default: derived from --netns.
@@ -544,16 +544,16 @@ fn id_for(netns: &str) -> String {
     s.trim_start_matches(['_', '.']).to_string()
 }
 
-/// `--subnet` given once (IPv4) or twice (IPv4, then IPv6).
+/// `--subnet` given once (IPv4 or IPv6-only) or twice (dual stack, in either order).
 fn subnets(given: &[String]) -> Result<(IpNet, Option<IpNet>), Box<dyn std::error::Error>> {
     let nets = given
         .iter()
         .map(|s| s.parse::<IpNet>())
         .collect::<Result<Vec<_>, _>>()?;
     match nets.as_slice() {
-        [v4] if v4.addr.is_ipv4() => Ok((*v4, None)),
+        [one] => Ok((*one, None)),
         [v4, v6] | [v6, v4] if v4.addr.is_ipv4() && v6.addr.is_ipv6() => Ok((*v4, Some(*v6))),
-        _ => Err("--subnet: give one IPv4 subnet, and optionally one IPv6 subnet (IPv6-only networks are not supported)".into()),
+        _ => Err("--subnet: give one subnet (IPv4 or IPv6), or one of each for dual stack".into()),
     }
 }
 
