@@ -882,9 +882,13 @@ fn make_links(
         )?;
     }
 
-    let first = v4.or(v6).map(|(ip, _, _)| ip).ok_or_else(|| {
-        StepError::Ipam(IpamError::BadSubnet(req.subnet, "no address was leased"))
-    })?;
+    let first = v4
+        .or(v6)
+        .map(|(ip, _, _)| ip)
+        .ok_or(StepError::Ipam(IpamError::BadSubnet(
+            req.subnet,
+            "no address was leased",
+        )))?;
     let mac = mac_for_ip(first);
     host.add_veth(&VethSpec {
         name: att.host_veth.clone(),
