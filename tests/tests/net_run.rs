@@ -950,3 +950,35 @@ fn ipv6_only_network_for_cella_run() {
     lab.ok(&["delete", "--force", &idb]);
     assert_eq!(lab.leftovers(), "");
 }
+
+#[test]
+fn foreground_run_sees_its_network_from_inside_and_cleans_up() {
+    if !ready() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (sub, prefix) = subnet();
+    let br = unique("crb");
+    lab.net(&["network", "create", "fg", "--subnet", &sub, "--bridge", &br]);
+    let mut b = bundle("fg", &[("org.cella.net.dns", "192.0.2.53")]);
+    b.config["process"]["args"] = json!([
+        "sh",
+        "-c",
+        "cat /etc/resolv.conf; ip -o -4 addr show eth0; ip route; echo x >> /etc/hosts || echo read-only"
+    ]);
+    b.save();
+    let id = unique("nr");
+    lab.containers.push(id.clone());
+    let out = lab.cella(&["run", "--bundle", &b.dir.display().to_string(), &id]);
+    assert!(out.status.success(), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("nameserver 192.0.2.53"), "{text}");
+    assert!(text.contains(&format!("inet {prefix}2/24")), "{text}");
+    assert!(
+        text.contains(&format!("default via {prefix}1 dev eth0")),
+        "{text}"
+    );
+    assert!(text.contains("read-only"), "{text}");
+    // run deleted the container, and with it its network.
+    assert_eq!(lab.leftovers(), "");
+}
