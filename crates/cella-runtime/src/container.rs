@@ -159,6 +159,12 @@ impl Runtime {
             p.caps.effective,
             p.no_new_privs
         ));
+        steps.extend(crate::network::explain(
+            &spec,
+            id,
+            &self.net_paths,
+            self.store.root(),
+        )?);
         steps.extend(plan.warnings.iter().map(|w| format!("warning: {w}")));
         Ok(steps)
     }

@@ -176,6 +176,31 @@ pub(crate) fn prepare(
     Ok(planned.note)
 }
 
+/// The network steps `create` would take, for `--debug` (after the same checks).
+pub(crate) fn explain(
+    spec: &Spec,
+    id: &str,
+    paths: &Paths,
+    state_root: &Path,
+) -> Result<Vec<String>> {
+    let Some(req) = check(spec, id, paths)? else {
+        return Ok(Vec::new());
+    };
+    let publish: Vec<String> = req.publish.iter().map(ToString::to_string).collect();
+    Ok(vec![
+        format!(
+            "network {:?}: record {}, lease, hosts and resolv.conf bound read-only at /etc/hosts and /etc/resolv.conf",
+            req.network,
+            state_root.join(id).join(container::RECORD_FILE).display()
+        ),
+        format!(
+            "network {:?}: veth into /proc/PID/ns/net before the createRuntime hooks; forwards [{}]",
+            req.network,
+            publish.join(", ")
+        ),
+    ])
+}
+
 /// Once init exists (and waits): connects its network namespace.
 pub(crate) fn attach(locked: &Locked, st: &ContainerState, pid: i32) -> Result<()> {
     if !st.annotations.contains_key(NETWORK) {
