@@ -982,3 +982,59 @@ fn foreground_run_sees_its_network_from_inside_and_cleans_up() {
     // run deleted the container, and with it its network.
     assert_eq!(lab.leftovers(), "");
 }
+
+#[test]
+fn runtime_killed_at_any_point_of_create_leaves_nothing_after_delete_force() {
+    if !ready() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (sub, _) = subnet();
+    let sub6 = subnet6(&sub);
+    let br = unique("crb");
+    lab.net(&[
+        "network",
+        "create",
+        "kill",
+        "--subnet",
+        &sub,
+        "--subnet",
+        &sub6,
+        "--bridge",
+        &br,
+        "--masquerade",
+        "--anti-spoof",
+    ]);
+    let b = bundle("kill", &[("org.cella.net.publish", "18097:80")]);
+    // SIGKILL after a growing delay: before the state exists, while the lease and the
+    // files are made, while the veth and the nft elements are, and after create ended.
+    let mut reached = Vec::new();
+    for delay_ms in (0..=300).step_by(10) {
+        let id = unique("nr");
+        lab.containers.push(id.clone());
+        let mut child = lab
+            .cmd(&["create", "--bundle", &b.dir.display().to_string(), &id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        let mut mid = lab.leftovers();
+        mid += &fs::read_to_string(lab.root.join(&id).join("net.json")).unwrap_or_default();
+        reached.push((delay_ms, status.success(), mid.lines().count()));
+        let _ = lab.cella(&["delete", "--force", &id]);
+        assert_eq!(
+            lab.leftovers(),
+            "",
+            "killed after {delay_ms} ms; before delete: {mid}"
+        );
+    }
+    // The kills landed at different points (some with resources made, at least one
+    // before or after everything).
+    assert!(
+        reached.iter().any(|(_, _, n)| *n > 0),
+        "no kill left anything to clean: {reached:?}"
+    );
+}

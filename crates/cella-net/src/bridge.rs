@@ -507,7 +507,9 @@ impl Store {
         }
     }
 
+    /// Removes a record, and the temporary file of a write that was killed half-way.
     pub(crate) fn remove(&self, path: &Path) -> Result<(), StepError> {
+        let _ = fs::remove_file(path.with_extension("tmp"));
         match fs::remove_file(path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

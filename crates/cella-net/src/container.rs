@@ -454,16 +454,24 @@ pub fn detach(dir: &Path) -> Result<(), ContainerNetError> {
     }
     // The lease plan() took before the attachment existed (attach releases it too; a
     // second release finds nothing).
-    if errs.is_empty()
-        && let Err(source) = Ipam::new(&rec.ipam_dir).release(rec.network.subnet, &rec.attachment)
-    {
-        errs.push(ContainerNetError::Ipam {
-            network: rec.network.name.clone(),
-            source,
-        });
+    if errs.is_empty() {
+        let ipam = Ipam::new(&rec.ipam_dir);
+        for s in [Some(rec.network.subnet), rec.network.subnet6]
+            .into_iter()
+            .flatten()
+        {
+            if let Err(source) = ipam.release(s, &rec.attachment) {
+                errs.push(ContainerNetError::Ipam {
+                    network: rec.network.name.clone(),
+                    source,
+                });
+            }
+        }
     }
     if errs.is_empty() {
         for f in [resolv::HOSTS_FILE, resolv::RESOLV_FILE, RECORD_FILE] {
+            // The temporary file of a write killed half-way, if any.
+            let _ = fs::remove_file(dir.join(format!(".{f}.tmp")));
             let p = dir.join(f);
             match fs::remove_file(&p) {
                 Ok(()) => {}
@@ -507,6 +515,52 @@ pub fn addresses(rec: &ContainerRecord) -> Vec<IpNet> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plan_then_detach_releases_both_families_and_files() {
+        let base = std::env::temp_dir().join(format!("cella-ctrnet-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let paths = Paths {
+            state_dir: base.join("state"),
+            ipam_dir: base.join("ipam"),
+            network_dir: base.join("networks"),
+        };
+        network::create(
+            &paths,
+            &Network {
+                name: "n".into(),
+                bridge: "brn".into(),
+                subnet: "10.99.0.0/24".parse().unwrap(),
+                subnet6: Some("fd00:99::/64".parse().unwrap()),
+                masquerade: false,
+                anti_spoof: false,
+                mtu: None,
+            },
+        )
+        .unwrap();
+        let dir = base.join("ctr");
+        fs::create_dir_all(&dir).unwrap();
+        let req = ContainerRequest {
+            id: "c1".into(),
+            network: "n".into(),
+            nameservers: vec!["192.0.2.53".parse().unwrap()],
+            hostname: "c1".into(),
+            ..ContainerRequest::default()
+        };
+        let p = plan(&paths, &req, &dir).unwrap();
+        assert_eq!(p.record.ip6, Some("fd00:99::2".parse().unwrap()));
+        let hosts = fs::read_to_string(dir.join("hosts")).unwrap();
+        assert!(
+            hosts.contains("10.99.0.2\tc1") && hosts.contains("fd00:99::2\tc1"),
+            "{hosts}"
+        );
+        assert_eq!(p.mounts.len(), 2);
+        detach(&dir).unwrap();
+        assert!(Ipam::new(&paths.ipam_dir).networks().unwrap().is_empty());
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+        detach(&dir).unwrap();
+        let _ = fs::remove_dir_all(base);
+    }
 
     #[test]
     fn attachment_ids_are_valid_and_distinct() {

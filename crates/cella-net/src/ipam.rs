@@ -304,15 +304,18 @@ impl Ipam {
             if held.iter().any(|(h, _)| *h == ip) {
                 continue;
             }
+            // Written aside, then linked into place: a lease file exists only with its
+            // owner in it, even if the process is killed half-way (an empty lease would
+            // belong to no one and never be released).
             let path = dir.join(ip.to_string());
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .map_err(io_err("create lease", &path))?;
+            let tmp = dir.join(format!(".{ip}.tmp"));
+            let mut f = File::create(&tmp).map_err(io_err("create lease", &tmp))?;
             f.write_all(owner.as_bytes())
-                .map_err(io_err("write lease", &path))?;
-            f.sync_all().map_err(io_err("sync lease", &path))?;
+                .map_err(io_err("write lease", &tmp))?;
+            f.sync_all().map_err(io_err("sync lease", &tmp))?;
+            let linked = fs::hard_link(&tmp, &path);
+            let _ = fs::remove_file(&tmp);
+            linked.map_err(io_err("create lease", &path))?;
             return Ok(lease(ip));
         }
         Err(IpamError::Exhausted(subnet))
@@ -368,16 +371,23 @@ impl Ipam {
             }
         }
         if held.len() == released.len() && dir.exists() {
-            let nj = dir.join("network.json");
-            match fs::remove_file(&nj) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(IpamError::Io {
-                        op: "remove",
-                        path: nj,
-                        source: e,
-                    });
+            // The record, and what a writer killed half-way left (`*.tmp`).
+            let rd = fs::read_dir(&dir).map_err(io_err("read directory", &dir))?;
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name == "network.json" || name.ends_with(".tmp") {
+                    match fs::remove_file(e.path()) {
+                        Ok(()) => {}
+                        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                        Err(err) => {
+                            return Err(IpamError::Io {
+                                op: "remove",
+                                path: e.path(),
+                                source: err,
+                            });
+                        }
+                    }
                 }
             }
             fs::remove_dir(&dir).map_err(io_err("remove directory", &dir))?;

@@ -115,7 +115,9 @@ fn spawn_batch(batch: String, json: bool, op: &str) -> Result<Pending, NftError>
     } else {
         &["-f", "-"]
     };
-    let mut child = Command::new("nft")
+    let mut cmd = Command::new("nft");
+    crate::sys::kill_with_parent(&mut cmd);
+    let mut child = cmd
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
