@@ -1162,3 +1162,62 @@ fn ipv6_only_same_result_and_network_as_the_reference() {
     assert_eq!(our_leases, their_leases);
     assert!(!our_leases.contains("10.89."), "{our_leases}");
 }
+
+#[test]
+fn add_killed_at_any_point_then_del_leaves_nothing() {
+    if !ready() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let before = lab.snapshot(&[]);
+    let c = lab.netns("cck");
+    let map = json!([{ "hostPort": 8080, "containerPort": 80 }]);
+    let mut conf = bridge_conf6("cella-cni", &lab.data, map, false);
+    conf["antiSpoof"] = json!(true);
+    let mut left_something = 0;
+    for delay_ms in (0..=120).step_by(6) {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", lab.host))
+            .arg(cni_bin())
+            .env("CNI_COMMAND", "ADD")
+            .env("CNI_CONTAINERID", "killed")
+            .env("CNI_NETNS", format!("/run/netns/{c}"))
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", REF_DIR)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(conf.to_string().as_bytes())
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+        let data = tree(&lab.data);
+        if lab.snapshot(&[]).replace(&data, "") != before || data.contains("testnet/10.89.") {
+            left_something += 1;
+        }
+        let out = lab.cni(&cni_bin(), "DEL", "killed", &c, &conf);
+        assert!(
+            out.status.success(),
+            "DEL after a kill at {delay_ms} ms: {}",
+            show(&out)
+        );
+        let data = tree(&lab.data);
+        assert_eq!(
+            lab.snapshot(&[]).replace(&data, ""),
+            before.replace(&tree(&lab.data), ""),
+            "killed at {delay_ms} ms"
+        );
+        let leases: Vec<&str> = data
+            .lines()
+            .filter(|l| !l.contains("/lock =") && !l.contains("/last_reserved_ip."))
+            .collect();
+        assert!(leases.is_empty(), "killed at {delay_ms} ms: {leases:?}");
+    }
+    assert!(left_something > 0, "no kill landed mid-ADD");
+}

@@ -28,6 +28,21 @@ use std::process::{Command, Stdio};
 /// The alias of a bridge this plugin made: removed with its last port.
 pub const BRIDGE_ALIAS: &str = "cella-cni";
 
+/// Where ADD notes that it is about to make a bridge, before making it: the kernel takes
+/// no alias in the request that creates a link, so a plugin killed between creating the
+/// bridge and marking it would leave a bridge that DEL could not tell from the host's own.
+pub const BRIDGE_MARKS: &str = "/run/cella/cni-bridges";
+
+/// The mark of bridge `name` in the caller's network namespace (named by its device and
+/// inode: every host namespace has its own bridges).
+fn bridge_mark(name: &str) -> Result<PathBuf, CniError> {
+    use std::os::unix::fs::MetadataExt;
+    let own = "/proc/thread-self/ns/net";
+    let m = fs::metadata(own)
+        .map_err(|e| CniError::with_source(Code::Io, format!("stat `{own}`"), &e))?;
+    Ok(Path::new(BRIDGE_MARKS).join(format!("{}-{}-{name}", m.dev(), m.ino())))
+}
+
 /// The lock serialising the host-side work (bridge, veth, nft tables) of concurrent calls.
 pub const LOCK_PATH: &str = "/run/cella/cni.lock";
 
@@ -753,6 +768,13 @@ fn make_links(
             l
         }
         None => {
+            let mark = bridge_mark(&plan.bridge)?;
+            let io = |op: &str, p: &Path, e: std::io::Error| {
+                CniError::with_source(Code::Io, format!("{op} `{}`", p.display()), &e)
+            };
+            fs::create_dir_all(BRIDGE_MARKS)
+                .map_err(|e| io("create", Path::new(BRIDGE_MARKS), e))?;
+            fs::write(&mark, b"").map_err(|e| io("write", &mark, e))?;
             host.add_bridge(&plan.bridge, conf.mtu, true)
                 .map_err(nl_err("create the bridge"))?;
             let l = host
@@ -763,6 +785,8 @@ fn make_links(
                 })?;
             host.set_alias(l.index, &l.name, BRIDGE_ALIAS)
                 .map_err(nl_err("mark the bridge"))?;
+            // The alias marks it now.
+            let _ = fs::remove_file(&mark);
             // Pin the bridge's MAC to its own: otherwise it takes the lowest of its ports'
             // and changes as containers come and go (the reference plugin does the same).
             if let Some(mac) = cella_net::netlink::parse_mac(&l.mac) {
@@ -934,18 +958,22 @@ fn teardown_host(plan: &Plan, host: &mut Netlink, id: &str, ifname: &str) -> Res
     keep(nft_done.map_err(nft_err("nftables")));
     keep(veth_done);
     keep((|| {
-        if host
+        // Ours: marked by its alias, or by the note of an ADD killed before it could set
+        // the alias.
+        let mark = bridge_mark(&plan.bridge)?;
+        let aliased = host
             .alias(&plan.bridge)
             .map_err(nl_err("look up the bridge"))?
             .as_deref()
-            != Some(BRIDGE_ALIAS)
-        {
+            == Some(BRIDGE_ALIAS);
+        if !aliased && !mark.exists() {
             return Ok(());
         }
         let Some(br) = host
             .link(&plan.bridge)
             .map_err(nl_err("look up the bridge"))?
         else {
+            let _ = fs::remove_file(&mark);
             return Ok(());
         };
         let links = host.links().map_err(nl_err("list links"))?;
@@ -953,10 +981,12 @@ fn teardown_host(plan: &Plan, host: &mut Netlink, id: &str, ifname: &str) -> Res
             return Ok(());
         }
         match host.del_link(br.index, &br.name) {
-            Ok(()) => Ok(()),
-            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(()),
-            Err(e) => Err(nl_err("delete the bridge")(e)),
+            Ok(()) => {}
+            Err(e) if e.errno() == Some(libc::ENODEV) => {}
+            Err(e) => return Err(nl_err("delete the bridge")(e)),
         }
+        let _ = fs::remove_file(&mark);
+        Ok(())
     })());
     first.map_or(Ok(()), Err)
 }
