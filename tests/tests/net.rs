@@ -1248,3 +1248,59 @@ fn dual_stack_and_ipv6_only_attach_talk_over_ipv6_and_detach_clean() {
     assert!(!after.contains("table"), "nft tables left: {after}");
     assert_eq!(after, before);
 }
+
+#[test]
+fn attach_killed_at_any_point_then_detach_leaves_nothing() {
+    if !ready() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let c = lab.netns("cnk");
+    let clean = lab.snapshot(&[]);
+    let dirs = lab.dirs();
+    let mut landed = 0;
+    for delay_ms in (0..=60).step_by(3) {
+        let mut args = vec![
+            "net",
+            "attach",
+            "--netns",
+            &c,
+            "--bridge",
+            "br0",
+            "--subnet",
+            "10.88.0.0/24",
+            "--subnet",
+            "fd00:88::/64",
+            "--publish",
+            "8080:80",
+            "--masquerade",
+            "--anti-spoof",
+        ];
+        args.extend(dirs.iter().map(String::as_str));
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", lab.host))
+            .arg(cella_bin())
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+        if lab.snapshot(&[]) != clean {
+            landed += 1;
+        }
+        // Nothing recorded (killed before the record) is "no such attachment": fine.
+        let _ = lab.detach(&c);
+        assert_eq!(lab.snapshot(&[]), clean, "killed after {delay_ms} ms");
+        // The container keeps only its loopback (which a finished attach left up).
+        let inside = lab.ok(&["net", "link", "list", "--ns", &c]);
+        assert_eq!(
+            inside.lines().count(),
+            1,
+            "killed after {delay_ms} ms: {inside}"
+        );
+    }
+    assert!(landed > 0, "no kill landed mid-attach");
+}
