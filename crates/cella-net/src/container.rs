@@ -167,11 +167,11 @@ pub enum ContainerNetError {
     #[error(transparent)]
     Detach(#[from] bridge::DetachError),
     /// Several teardown steps failed.
-    #[error("{} teardown step(s) failed: {}", .0.len(), .0.iter().map(|e| crate_chain(e)).collect::<Vec<_>>().join("; "))]
+    #[error("{} teardown step(s) failed: {}", .0.len(), .0.iter().map(|e| error_text(e)).collect::<Vec<_>>().join("; "))]
     Teardown(Vec<ContainerNetError>),
 }
 
-fn crate_chain(e: &dyn std::error::Error) -> String {
+fn error_text(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
