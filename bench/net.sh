@@ -10,6 +10,14 @@
 #
 #   sudo bench/net.sh [RUNS]
 #
+# The same with a dual-stack network (an IPv4 and an IPv6 subnet: both addresses, both
+# default routes, masquerade and the forward in both families); skip with SKIP_V6=1.
+#
+# Then `cella run -d` + `cella delete` of a busybox bundle (busybox-static), without a
+# network namespace's network and with `org.cella.net.network` (the same network, via
+# the runtime), to show what the network adds to a container's lifecycle; skip with
+# SKIP_RUN=1.
+#
 # Then, for SCALE (default "1 50 250") containers on one bridge, the total time to set them
 # all up one after the other, and to tear them all down, to show how the cost grows.
 set -euo pipefail
@@ -45,6 +53,11 @@ cella_attach() {
 cella_detach() {
   inhost "$CELLA" net detach --netns "$1" --state-dir "$RUNDIR/state" --ipam-dir "$TMP/cella-ipam"
 }
+cella6_attach() {
+  inhost "$CELLA" net attach --netns "$1" --bridge cbr6 --subnet 10.87.0.0/16 --subnet fd00:87::/64 \
+    --publish "$2:80/tcp" --masquerade --state-dir "$RUNDIR/state" --ipam-dir "$TMP/cella-ipam" >/dev/null
+}
+cella6_detach() { cella_detach "$@"; }
 
 # ---- CNI reference plugins ----
 BRIDGE_CONF='{"cniVersion":"1.0.0","name":"bench","type":"bridge","bridge":"cni0","isGateway":true,"ipMasq":true,
@@ -66,6 +79,19 @@ cni_attach() {
 cni_detach() {
   cni DEL portmap "$1" "$(portmap_conf "$2" "$(cat "$TMP/res-$1")")" >/dev/null
   cni DEL bridge "$1" "$BRIDGE_CONF" >/dev/null
+}
+BRIDGE_CONF6='{"cniVersion":"1.0.0","name":"bench6","type":"bridge","bridge":"cni6","isGateway":true,"ipMasq":true,"hairpinMode":true,
+ "ipam":{"type":"host-local","ranges":[[{"subnet":"10.86.0.0/16"}],[{"subnet":"fd00:86::/64"}]],
+ "routes":[{"dst":"0.0.0.0/0"},{"dst":"::/0"}],"dataDir":"'"$TMP"'/cni-ipam"}}'
+cni6_attach() {
+  local res
+  res=$(cni ADD bridge "$1" "$BRIDGE_CONF6")
+  cni ADD portmap "$1" "$(portmap_conf "$2" "$res")" >/dev/null
+  echo "$res" >"$TMP/res-$1"
+}
+cni6_detach() {
+  cni DEL portmap "$1" "$(portmap_conf "$2" "$(cat "$TMP/res-$1")")" >/dev/null
+  cni DEL bridge "$1" "$BRIDGE_CONF6" >/dev/null
 }
 
 # run TOOL: prints "setup_ms teardown_ms" per run
@@ -108,6 +134,76 @@ echo "| teardown | $ct_med | $ct_mean | $nt_med | $nt_mean | $(ratio "$ct_med" "
 tot_c=$(awk -v a="$cs_med" -v b="$ct_med" 'BEGIN{print a+b}')
 tot_n=$(awk -v a="$ns_med" -v b="$nt_med" 'BEGIN{print a+b}')
 echo "| total    | $tot_c | | $tot_n | | $(ratio "$tot_c" "$tot_n") |"
+fi
+
+if [ -z "${SKIP_SINGLE:-}" ] && [ -z "${SKIP_V6:-}" ]; then
+run cella6 >"$TMP/cella6.txt"
+run cni6 >"$TMP/cni6.txt"
+read -r cs_med cs_mean < <(stats 1 <"$TMP/cella6.txt")
+read -r ct_med ct_mean < <(stats 2 <"$TMP/cella6.txt")
+read -r ns_med ns_mean < <(stats 1 <"$TMP/cni6.txt")
+read -r nt_med nt_mean < <(stats 2 <"$TMP/cni6.txt")
+echo
+echo "Dual stack (IPv4 + IPv6 subnet, masquerade and the forward in both families), $RUNS runs, ms"
+echo
+echo "| step     | cella median | cella mean | CNI bridge+portmap median | CNI mean | cella/CNI (median) |"
+echo "|----------|-------------:|-----------:|--------------------------:|---------:|-------------------:|"
+echo "| setup    | $cs_med | $cs_mean | $ns_med | $ns_mean | $(ratio "$cs_med" "$ns_med") |"
+echo "| teardown | $ct_med | $ct_mean | $nt_med | $nt_mean | $(ratio "$ct_med" "$nt_med") |"
+tot_c=$(awk -v a="$cs_med" -v b="$ct_med" 'BEGIN{print a+b}')
+tot_n=$(awk -v a="$ns_med" -v b="$nt_med" 'BEGIN{print a+b}')
+echo "| total    | $tot_c | | $tot_n | | $(ratio "$tot_c" "$tot_n") |"
+fi
+
+# ---- cella run with and without a network ----
+if [ -z "${SKIP_RUN:-}" ]; then
+BB=$(command -v busybox || true)
+[ -n "$BB" ] || { echo "bench/net.sh: busybox missing (apt-get install busybox-static)" >&2; exit 1; }
+make_bundle() { # make_bundle DIR [NETWORK]
+  mkdir -p "$1/rootfs/bin" "$1/rootfs/proc" "$1/rootfs/sys" "$1/rootfs/dev" "$1/rootfs/etc" "$1/rootfs/tmp"
+  cp "$BB" "$1/rootfs/bin/busybox"
+  ln -sf busybox "$1/rootfs/bin/sh"; ln -sf busybox "$1/rootfs/bin/sleep"
+  "$CELLA" spec --bundle "$1"
+  python3 - "$1/config.json" "${2:-}" <<'PY'
+import json, sys
+p, net = sys.argv[1], sys.argv[2]
+c = json.load(open(p))
+c["process"]["terminal"] = False
+c["process"]["args"] = ["sleep", "1000"]
+if net:
+    c["annotations"] = {"org.cella.net.network": net}
+json.dump(c, open(p, "w"))
+PY
+}
+export CELLA_NET_STATE_DIR="$RUNDIR/state" CELLA_NET_IPAM_DIR="$TMP/cella-ipam" CELLA_NET_NETWORK_DIR="$TMP/networks"
+inhost "$CELLA" net network create benchnet --subnet 10.85.0.0/16 --bridge cbrr --masquerade \
+  --network-dir "$TMP/networks" --ipam-dir "$TMP/cella-ipam" --state-dir "$RUNDIR/state"
+make_bundle "$TMP/b-plain"
+make_bundle "$TMP/b-net" benchnet
+lifecycle() { # lifecycle BUNDLE -> "run_ms delete_ms" per run
+  local i t0 t1 t2
+  for i in $(seq 1 "$RUNS"); do
+    t0=$(now); inhost "$CELLA" --root "$RUNDIR/root" run -d --bundle "$1" "b$i" </dev/null >/dev/null 2>&1; t1=$(now)
+    inhost "$CELLA" --root "$RUNDIR/root" delete --force "b$i"; t2=$(now)
+    echo "$(( (t1 - t0) / 1000 )) $(( (t2 - t1) / 1000 ))"
+  done
+}
+# A warm container keeps the bridge, as above.
+inhost "$CELLA" --root "$RUNDIR/root" run -d --bundle "$TMP/b-net" warm </dev/null >/dev/null 2>&1
+lifecycle "$TMP/b-plain" >"$TMP/run-plain.txt"
+lifecycle "$TMP/b-net" >"$TMP/run-net.txt"
+inhost "$CELLA" --root "$RUNDIR/root" delete --force warm
+read -r pr_med _ < <(stats 1 <"$TMP/run-plain.txt")
+read -r pd_med _ < <(stats 2 <"$TMP/run-plain.txt")
+read -r nr_med _ < <(stats 1 <"$TMP/run-net.txt")
+read -r nd_med _ < <(stats 2 <"$TMP/run-net.txt")
+echo
+echo "cella run -d / delete --force of a busybox bundle (new network namespace), $RUNS runs, median ms"
+echo
+echo "| step            | no network | org.cella.net.network | added by the network |"
+echo "|-----------------|-----------:|----------------------:|---------------------:|"
+echo "| run -d          | $pr_med | $nr_med | $(awk -v a="$nr_med" -v b="$pr_med" 'BEGIN{printf "%.2f", a-b}') |"
+echo "| delete --force  | $pd_med | $nd_med | $(awk -v a="$nd_med" -v b="$pd_med" 'BEGIN{printf "%.2f", a-b}') |"
 fi
 
 # ---- scaling: N containers on one bridge ----

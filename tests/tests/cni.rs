@@ -961,3 +961,263 @@ fn cni_args_ip_requests_an_address_as_host_local_does() {
         assert!(out.status.success(), "{}", show(&out));
     }
 }
+
+/// [`bridge_conf`] with a second, IPv6 range set (dual stack) and a default route for each
+/// family, as host-local takes them.
+fn bridge_conf6(kind: &str, data: &Path, mappings: Value, v6_only: bool) -> Value {
+    let mut c = bridge_conf(kind, data, mappings);
+    if v6_only {
+        c["ipam"]["ranges"] = json!([[{ "subnet": "fd00:89::/64" }]]);
+        c["ipam"]["routes"] = json!([{ "dst": "::/0" }]);
+    } else {
+        c["ipam"]["ranges"] =
+            json!([[{ "subnet": "10.89.0.0/24" }], [{ "subnet": "fd00:89::/64" }]]);
+        c["ipam"]["routes"] = json!([{ "dst": "0.0.0.0/0" }, { "dst": "::/0" }]);
+    }
+    c
+}
+
+/// Connects until `deadline` (the reference plugins leave addresses tentative for a while:
+/// duplicate address detection).
+fn connect_until(ns: &str, to: &str, deadline: Duration) -> Result<String, String> {
+    let end = Instant::now() + deadline;
+    loop {
+        match connect(ns, to, Duration::from_secs(1)) {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() > end => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Waits until namespace `ns` has no tentative IPv6 address (duplicate address detection
+/// over), as the reference plugins' callers do.
+fn settle(ns: &str, who: &str) {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = Command::new("ip")
+            .args(["-n", ns, "-6", "addr", "show", "tentative"])
+            .output()
+            .unwrap();
+        if out.stdout.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "{who}: addresses stay tentative in {ns}: {}",
+            show(&out)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The dual-stack counterpart of [`exercise`], looking at IPv6: ADD, what can be observed
+/// over IPv6 (gateway, the other container, a mapping, masquerade), DEL.
+fn exercise6(reference: bool, v6_only: bool) -> (Vec<Value>, String) {
+    let mut lab = Lab::new();
+    let inet = lab.internet();
+    lab.sh(&[
+        "ip",
+        "addr",
+        "add",
+        "2001:db8:100::1/64",
+        "dev",
+        "up0",
+        "nodad",
+    ]);
+    let out = Command::new("ip")
+        .args([
+            "-n",
+            &inet,
+            "addr",
+            "add",
+            "2001:db8:100::20/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let before = lab.snapshot(&[]);
+    let c1 = lab.netns("cc1");
+    let c2 = lab.netns("cc2");
+    let map = json!([{ "hostPort": 8080, "containerPort": 80, "protocol": "tcp" }]);
+    let call = |id: &str, ns: &str, mappings: Value| -> Value {
+        if !reference {
+            let conf = bridge_conf6("cella-cni", &lab.data, mappings, v6_only);
+            return ok_json(&lab.cni(&cni_bin(), "ADD", id, ns, &conf));
+        }
+        let conf = bridge_conf6("bridge", &lab.data, json!([]), v6_only);
+        let res = ok_json(&lab.cni(&Path::new(REF_DIR).join("bridge"), "ADD", id, ns, &conf));
+        let pm = portmap_conf(mappings, &res);
+        ok_json(&lab.cni(&Path::new(REF_DIR).join("portmap"), "ADD", id, ns, &pm))
+    };
+    let r1 = call("ctr1", &c1, map.clone());
+    let r2 = call("ctr2", &c2, json!([]));
+    let leases = tree(&lab.data);
+    let who = if reference { "reference" } else { "cella-cni" };
+    let wait = Duration::from_secs(5);
+    for ns in [&lab.host, &c1, &c2] {
+        settle(ns, who);
+    }
+
+    let gw = serve_once(&lab.host, "[fd00:89::1]:7000");
+    assert_eq!(
+        connect_until(&c2, "[fd00:89::1]:7000", wait).as_deref(),
+        Ok("hello"),
+        "{who}: ctr2 -> gateway over IPv6"
+    );
+    assert_eq!(gw.join().unwrap().unwrap().ip().to_string(), "fd00:89::3");
+    let s = serve_once(&c1, "[fd00:89::2]:7001");
+    assert_eq!(
+        connect_until(&c2, "[fd00:89::2]:7001", wait).as_deref(),
+        Ok("hello"),
+        "{who}: ctr2 -> ctr1 over IPv6"
+    );
+    assert_eq!(s.join().unwrap().unwrap().ip().to_string(), "fd00:89::3");
+    let s = serve_once(&c1, "[::]:80");
+    assert_eq!(
+        connect_until(&inet, "[2001:db8:100::1]:8080", wait).as_deref(),
+        Ok("hello"),
+        "{who}: IPv6 mapping"
+    );
+    assert_eq!(
+        s.join().unwrap().unwrap().ip().to_string(),
+        "2001:db8:100::20"
+    );
+    let s = serve_once(&inet, "[2001:db8:100::20]:80");
+    assert_eq!(
+        connect_until(&c1, "[2001:db8:100::20]:80", wait).as_deref(),
+        Ok("hello"),
+        "{who}: IPv6 masquerade"
+    );
+    assert_eq!(
+        s.join().unwrap().unwrap().ip().to_string(),
+        "2001:db8:100::1",
+        "{who}"
+    );
+
+    let del6 = |id: &str, ns: &str, mappings: Value, prev: &Value| {
+        if reference {
+            let out = lab.cni(
+                &Path::new(REF_DIR).join("portmap"),
+                "DEL",
+                id,
+                ns,
+                &portmap_conf(mappings, prev),
+            );
+            assert!(out.status.success(), "{}", show(&out));
+            let mut conf = bridge_conf6("bridge", &lab.data, json!([]), v6_only);
+            conf["prevResult"] = prev.clone();
+            let out = lab.cni(&Path::new(REF_DIR).join("bridge"), "DEL", id, ns, &conf);
+            assert!(out.status.success(), "{}", show(&out));
+        } else {
+            let mut conf = bridge_conf6("cella-cni", &lab.data, mappings, v6_only);
+            conf["prevResult"] = prev.clone();
+            let out = lab.cni(&cni_bin(), "DEL", id, ns, &conf);
+            assert!(out.status.success(), "{}", show(&out));
+        }
+    };
+    del6("ctr2", &c2, json!([]), &r2);
+    del6("ctr1", &c1, map, &r1);
+    let left = tree(&lab.data);
+    assert!(
+        !left.contains("testnet/10.89.0.") && !left.contains("testnet/fd00:89::"),
+        "{who}: leases left: {left}"
+    );
+    if !reference {
+        // Nothing is left: links, addresses, nft tables (both families), leases.
+        assert_eq!(
+            lab.snapshot(&[]).replace(&tree(&lab.data), ""),
+            before.replace(&tree(&lab.data), "")
+        );
+    }
+    (vec![shape(&r1), shape(&r2)], leases)
+}
+
+#[test]
+fn dual_stack_same_result_and_ipv6_network_as_the_reference() {
+    if !ready() || !reference_plugins() {
+        return;
+    }
+    let (ours, our_leases) = exercise6(false, false);
+    let (theirs, their_leases) = exercise6(true, false);
+    assert_eq!(ours, theirs, "result shapes differ");
+    assert_eq!(our_leases, their_leases);
+    assert!(
+        our_leases.contains("testnet/fd00:89::2 = \"ctr1\\r\\neth0\""),
+        "{our_leases}"
+    );
+}
+
+#[test]
+fn ipv6_only_same_result_and_network_as_the_reference() {
+    if !ready() || !reference_plugins() {
+        return;
+    }
+    let (ours, our_leases) = exercise6(false, true);
+    let (theirs, their_leases) = exercise6(true, true);
+    assert_eq!(ours, theirs, "result shapes differ");
+    assert_eq!(our_leases, their_leases);
+    assert!(!our_leases.contains("10.89."), "{our_leases}");
+}
+
+#[test]
+fn add_killed_at_any_point_then_del_leaves_nothing() {
+    if !ready() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let before = lab.snapshot(&[]);
+    let c = lab.netns("cck");
+    let map = json!([{ "hostPort": 8080, "containerPort": 80 }]);
+    let mut conf = bridge_conf6("cella-cni", &lab.data, map, false);
+    conf["antiSpoof"] = json!(true);
+    let mut left_something = 0;
+    for delay_ms in (0..=120).step_by(6) {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", lab.host))
+            .arg(cni_bin())
+            .env("CNI_COMMAND", "ADD")
+            .env("CNI_CONTAINERID", "killed")
+            .env("CNI_NETNS", format!("/run/netns/{c}"))
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", REF_DIR)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(conf.to_string().as_bytes())
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+        let data = tree(&lab.data);
+        if lab.snapshot(&[]).replace(&data, "") != before || data.contains("testnet/10.89.") {
+            left_something += 1;
+        }
+        let out = lab.cni(&cni_bin(), "DEL", "killed", &c, &conf);
+        assert!(
+            out.status.success(),
+            "DEL after a kill at {delay_ms} ms: {}",
+            show(&out)
+        );
+        let data = tree(&lab.data);
+        assert_eq!(
+            lab.snapshot(&[]).replace(&data, ""),
+            before.replace(&tree(&lab.data), ""),
+            "killed at {delay_ms} ms"
+        );
+        let leases: Vec<&str> = data
+            .lines()
+            .filter(|l| !l.contains("/lock =") && !l.contains("/last_reserved_ip."))
+            .collect();
+        assert!(leases.is_empty(), "killed at {delay_ms} ms: {leases:?}");
+    }
+    assert!(left_something > 0, "no kill landed mid-ADD");
+}

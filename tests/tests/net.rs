@@ -1169,3 +1169,138 @@ fn a_failure_mid_attach_is_rolled_back() {
     assert!(s.join().unwrap().is_some());
     assert!(lab.detach(&a).status.success());
 }
+
+#[test]
+fn dual_stack_and_ipv6_only_attach_talk_over_ipv6_and_detach_clean() {
+    if !ready() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let before = lab.snapshot(&[]);
+    let c1 = lab.netns("cna");
+    let c2 = lab.netns("cnb");
+    let c3 = lab.netns("cnc");
+    for c in [&c1, &c2] {
+        let out = lab.attach(&[
+            "--netns",
+            c,
+            "--bridge",
+            "br0",
+            "--subnet",
+            "10.88.0.0/24",
+            "--subnet",
+            "fd00:88::/64",
+            "--anti-spoof",
+        ]);
+        assert!(out.status.success(), "{}", show(&out));
+    }
+    // A second network, IPv6 only, on another bridge.
+    let out = lab.attach(&[
+        "--netns",
+        &c3,
+        "--bridge",
+        "br6",
+        "--subnet",
+        "fd00:99::/64",
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    let s = lab.ok(&["net", "addr", "list", "--ns", &c1]);
+    assert!(
+        s.contains("eth0: 10.88.0.2/24") && s.contains("eth0: fd00:88::2/64"),
+        "{s}"
+    );
+    let s = lab.ok(&["net", "addr", "list", "--ns", &c3]);
+    assert!(
+        s.contains("eth0: fd00:99::2/64") && !s.contains("eth0: 10."),
+        "{s}"
+    );
+    let r = lab.ok(&["net", "route", "show", "-6", "--ns", &c3]);
+    assert!(r.contains("default via fd00:99::1"), "{r}");
+    let server = serve_once(&c1, "[fd00:88::2]:7000");
+    assert_eq!(connect(&c2, "[fd00:88::2]:7000", T).unwrap(), "hello");
+    assert_eq!(
+        server.join().unwrap().unwrap().ip().to_string(),
+        "fd00:88::3"
+    );
+    // The IPv6-only container reaches the dual-stack one through the host (routed).
+    let server = serve_once(&c1, "[fd00:88::2]:7001");
+    assert_eq!(connect(&c3, "[fd00:88::2]:7001", T).unwrap(), "hello");
+    assert!(server.join().unwrap().is_some());
+    // A subnet of the wrong family in the second place is refused.
+    let c4 = lab.netns("cnd");
+    let out = lab.attach(&[
+        "--netns",
+        &c4,
+        "--bridge",
+        "br7",
+        "--subnet",
+        "fd00:77::/64",
+        "--subnet",
+        "fd00:78::/64",
+    ]);
+    assert!(!out.status.success(), "{}", show(&out));
+    for c in [&c1, &c2, &c3] {
+        let out = lab.detach(c);
+        assert!(out.status.success(), "{}", show(&out));
+    }
+    assert_eq!(tree(&lab.ipam), "");
+    let after = lab.snapshot(&[]);
+    assert!(!after.contains("table"), "nft tables left: {after}");
+    assert_eq!(after, before);
+}
+
+#[test]
+fn attach_killed_at_any_point_then_detach_leaves_nothing() {
+    if !ready() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let c = lab.netns("cnk");
+    let clean = lab.snapshot(&[]);
+    let dirs = lab.dirs();
+    let mut landed = 0;
+    for delay_ms in (0..=60).step_by(3) {
+        let mut args = vec![
+            "net",
+            "attach",
+            "--netns",
+            &c,
+            "--bridge",
+            "br0",
+            "--subnet",
+            "10.88.0.0/24",
+            "--subnet",
+            "fd00:88::/64",
+            "--publish",
+            "8080:80",
+            "--masquerade",
+            "--anti-spoof",
+        ];
+        args.extend(dirs.iter().map(String::as_str));
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", lab.host))
+            .arg(cella_bin())
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+        if lab.snapshot(&[]) != clean {
+            landed += 1;
+        }
+        // Nothing recorded (killed before the record) is "no such attachment": fine.
+        let _ = lab.detach(&c);
+        assert_eq!(lab.snapshot(&[]), clean, "killed after {delay_ms} ms");
+        // The container keeps only its loopback (which a finished attach left up).
+        let inside = lab.ok(&["net", "link", "list", "--ns", &c]);
+        assert_eq!(
+            inside.lines().count(),
+            1,
+            "killed after {delay_ms} ms: {inside}"
+        );
+    }
+    assert!(landed > 0, "no kill landed mid-attach");
+}

@@ -359,6 +359,35 @@ impl HostLocal {
     }
 
     /// Leases: (address, file content) of every lease file.
+    /// Creates lease file `path` holding `content`, or returns false when it exists. The
+    /// file is written aside (`.NAME.PID.tmp`) and linked into place, so a lease never
+    /// exists without its owner in it, even when the plugin is killed half-way (an empty
+    /// lease would belong to no one and never be released); DEL removes a stray
+    /// temporary file by its content.
+    fn create_lease(&self, path: &Path, content: &str) -> Result<bool, HostLocalError> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = self.dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)
+            .map_err(io_err("create", &tmp))?;
+        let written = f.write_all(content.as_bytes());
+        drop(f);
+        let linked = written.and_then(|()| fs::hard_link(&tmp, path));
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(io_err("create", path)(e)),
+        }
+    }
+
     fn leases(&self) -> Result<Vec<(IpAddr, String)>, HostLocalError> {
         let rd = match fs::read_dir(&self.dir) {
             Ok(rd) => rd,
@@ -471,19 +500,8 @@ impl HostLocal {
             return Err(unavailable("it is the gateway"));
         }
         let path = self.dir.join(ip.to_string());
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&path)
-        {
-            Ok(mut f) => f
-                .write_all(owner(id, ifname).as_bytes())
-                .map_err(io_err("write", &path))?,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(unavailable("it is leased"));
-            }
-            Err(e) => return Err(io_err("create", &path)(e)),
+        if !self.create_lease(&path, &owner(id, ifname))? {
+            return Err(unavailable("it is leased"));
         }
         Ok(Leased {
             addr: IpNet {
@@ -533,29 +551,18 @@ impl HostLocal {
                     continue;
                 }
                 let path = self.dir.join(ip.to_string());
-                match OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o644)
-                    .open(&path)
-                {
-                    Ok(mut f) => {
-                        f.write_all(content.as_bytes())
-                            .map_err(io_err("write", &path))?;
-                        fs::write(&last_path, ip.to_string())
-                            .map_err(io_err("write", &last_path))?;
-                        return Ok(Leased {
-                            addr: IpNet {
-                                addr: ip,
-                                prefix: r.subnet.prefix,
-                            },
-                            gateway: r.gateway,
-                            subnet: r.subnet,
-                        });
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                    Err(e) => return Err(io_err("create", &path)(e)),
+                if !self.create_lease(&path, &content)? {
+                    continue;
                 }
+                fs::write(&last_path, ip.to_string()).map_err(io_err("write", &last_path))?;
+                return Ok(Leased {
+                    addr: IpNet {
+                        addr: ip,
+                        prefix: r.subnet.prefix,
+                    },
+                    gateway: r.gateway,
+                    subnet: r.subnet,
+                });
             }
         }
         Err(HostLocalError::Exhausted {
@@ -606,6 +613,17 @@ impl HostLocal {
                 Ok(()) => out.push(ip),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_err("remove", &path)(e)),
+            }
+        }
+        // What an ADD killed between writing a lease aside and linking it left.
+        for e in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.')
+                && name.ends_with(".tmp")
+                && fs::read_to_string(e.path()).is_ok_and(|c| Self::is_owner(c.trim(), id, ifname))
+            {
+                let _ = fs::remove_file(e.path());
             }
         }
         Ok(out)

@@ -1,4 +1,5 @@
-//! cella-cni's nftables tables, `ip cella_cni` (NAT) and `bridge cella_cni` (anti-spoofing),
+//! cella-cni's nftables tables, `ip cella_cni` and `ip6 cella_cni` (NAT) and `bridge
+//! cella_cni` (anti-spoofing),
 //! separate from `cella net`'s tables so that neither removes the other's.
 //!
 //! As in cella-net, the rules never change per container; a container adds set and map
@@ -20,12 +21,14 @@
 //!                ct status dnat ip saddr . ip daddr @hairpin masquerade
 //!                ct status dnat ip saddr 127.0.0.0/8 masquerade
 //! }
+//! table ip6 cella_cni { the same with IPv6 addresses; multicast is ff00::/8; no loopback rule }
+//! table bridge cella_cni { cella_net::nft::bridge_base_text }
 //! ```
 
 use cella_net::cidr::IpNet;
 use cella_net::nft::{NftError, Proto};
 use serde_json::{Value, json};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Stdio};
 
 /// The table name, in the `ip` and `bridge` families.
@@ -51,8 +54,8 @@ pub fn tag(id: &str, ifname: &str) -> String {
 pub struct Mapping {
     /// TCP or UDP.
     pub proto: Proto,
-    /// Host address, `None` for all local addresses.
-    pub host_ip: Option<Ipv4Addr>,
+    /// Host address, `None` for all local addresses (of both families).
+    pub host_ip: Option<IpAddr>,
     /// Host port.
     pub host_port: u16,
     /// Container port.
@@ -66,6 +69,8 @@ pub struct Elements {
     pub tag: String,
     /// The container's IPv4 address and subnet.
     pub ip: Option<(Ipv4Addr, IpNet)>,
+    /// Its IPv6 address and subnet.
+    pub ip6: Option<(Ipv6Addr, IpNet)>,
     /// Masquerade its traffic leaving its subnet.
     pub masq: bool,
     /// Port mappings to it.
@@ -97,65 +102,80 @@ impl Elements {
         self.anti_spoof.is_some()
     }
 
+    /// (nat family, address, subnet) for each of the container's addresses.
+    fn families(&self) -> Vec<(&'static str, IpAddr, IpNet)> {
+        let mut v = Vec::new();
+        if let Some((a, n)) = self.ip {
+            v.push(("ip", IpAddr::V4(a), n));
+        }
+        if let Some((a, n)) = self.ip6 {
+            v.push(("ip6", IpAddr::V6(a), n));
+        }
+        v
+    }
+
     /// Commands adding the elements; `create` for mappings, so a port mapped already
-    /// fails the whole batch.
+    /// fails the whole batch. A mapping without a host address goes to each family the
+    /// container has an address of; one with a host address only to that family.
     pub fn add(&self) -> Vec<Value> {
         let mut c = Vec::new();
-        let Some((ip, subnet)) = self.ip else {
-            return c;
-        };
-        let ips = ip.to_string();
-        for m in &self.mappings {
-            let p = m.proto.name();
-            match m.host_ip {
-                None => {
-                    let k = json!(m.host_port);
-                    c.push(elem(
-                        "create",
-                        "ip",
-                        &format!("{p}_addr"),
-                        json!([self.commented(k.clone()), ips]),
-                    ));
-                    c.push(elem(
-                        "create",
-                        "ip",
-                        &format!("{p}_port"),
-                        json!([self.commented(k), m.container_port]),
-                    ));
+        for (f, ip, subnet) in self.families() {
+            let ips = ip.to_string();
+            let mut mapped = false;
+            for m in &self.mappings {
+                let p = m.proto.name();
+                match m.host_ip {
+                    None => {
+                        let k = json!(m.host_port);
+                        c.push(elem(
+                            "create",
+                            f,
+                            &format!("{p}_addr"),
+                            json!([self.commented(k.clone()), ips]),
+                        ));
+                        c.push(elem(
+                            "create",
+                            f,
+                            &format!("{p}_port"),
+                            json!([self.commented(k), m.container_port]),
+                        ));
+                    }
+                    Some(h) if h.is_ipv4() == ip.is_ipv4() => {
+                        let k = json!({ "concat": [h.to_string(), m.host_port] });
+                        c.push(elem(
+                            "create",
+                            f,
+                            &format!("{p}_haddr"),
+                            json!([self.commented(k.clone()), ips]),
+                        ));
+                        c.push(elem(
+                            "create",
+                            f,
+                            &format!("{p}_hport"),
+                            json!([self.commented(k), m.container_port]),
+                        ));
+                    }
+                    Some(_) => continue,
                 }
-                Some(h) => {
-                    let k = json!({ "concat": [h.to_string(), m.host_port] });
-                    c.push(elem(
-                        "create",
-                        "ip",
-                        &format!("{p}_haddr"),
-                        json!([self.commented(k.clone()), ips]),
-                    ));
-                    c.push(elem(
-                        "create",
-                        "ip",
-                        &format!("{p}_hport"),
-                        json!([self.commented(k), m.container_port]),
-                    ));
-                }
+                mapped = true;
             }
-        }
-        if !self.mappings.is_empty() {
-            c.push(elem(
-                "add",
-                "ip",
-                "hairpin",
-                self.commented(json!({ "concat": [prefix(&subnet), ips] })),
-            ));
-        }
-        if self.masq {
-            c.push(elem("add", "ip", "masq", self.commented(json!(ips))));
-            c.push(elem(
-                "add",
-                "ip",
-                "own",
-                self.commented(json!({ "concat": [ips, prefix(&subnet)] })),
-            ));
+            if mapped {
+                c.push(elem(
+                    "add",
+                    f,
+                    "hairpin",
+                    self.commented(json!({ "concat": [prefix(&subnet), ips] })),
+                ));
+            }
+            if self.masq {
+                c.push(elem("add", f, "masq", self.commented(json!(ips))));
+                c.push(elem(
+                    "add",
+                    f,
+                    "own",
+                    self.commented(json!({ "concat": [ips, prefix(&subnet)] })),
+                ));
+            }
         }
         if let Some((port, mac)) = &self.anti_spoof {
             c.push(elem("add", "bridge", "ports", self.commented(json!(port))));
@@ -165,12 +185,34 @@ impl Elements {
                 "macs",
                 self.commented(json!({ "concat": [port, mac] })),
             ));
-            c.push(elem(
-                "add",
-                "bridge",
-                "ips",
-                self.commented(json!({ "concat": [port, ips] })),
-            ));
+            if let Some((ip, _)) = self.ip {
+                c.push(elem(
+                    "add",
+                    "bridge",
+                    "ips",
+                    self.commented(json!({ "concat": [port, ip.to_string()] })),
+                ));
+            }
+            // IPv6: its link-local address (neighbour discovery, MLD) and its address.
+            let mut v6: Vec<Ipv6Addr> = cella_net::netlink::parse_mac(mac)
+                .map(cella_net::nft::link_local)
+                .into_iter()
+                .collect();
+            v6.extend(self.ip6.map(|(a, _)| a));
+            for a in v6 {
+                c.push(elem(
+                    "add",
+                    "bridge",
+                    "ips6",
+                    self.commented(json!({ "concat": [port, a.to_string()] })),
+                ));
+                c.push(elem(
+                    "add",
+                    "bridge",
+                    "nd6",
+                    self.commented(json!({ "concat": [port, cella_net::nft::nd6_key(a)] })),
+                ));
+            }
         }
         c
     }
@@ -199,16 +241,33 @@ fn set(family: &str, name: &str, kind: Value, map: Option<&str>, interval: bool)
     json!({ "add": { kind: s } })
 }
 
-/// Commands creating the NAT table if missing and resetting its rules (idempotent).
-pub fn nat_base() -> Vec<Value> {
-    let f = "ip";
+/// Commands creating the NAT tables a container with these address families needs
+/// (`ip`, `ip6`) if missing and resetting their rules (idempotent). A table is made only
+/// when needed, since DEL removes a table holding no element.
+pub fn nat_base(v4: bool, v6: bool) -> Vec<Value> {
+    let mut c = Vec::new();
+    if v4 {
+        c.extend(nat_table("ip"));
+    }
+    if v6 {
+        c.extend(nat_table("ip6"));
+    }
+    c
+}
+
+fn nat_table(f: &str) -> Vec<Value> {
+    let (addr, l3, mcast, mcast_len) = if f == "ip6" {
+        ("ipv6_addr", "ip6", "ff00::", 8)
+    } else {
+        ("ipv4_addr", "ip", "224.0.0.0", 4)
+    };
     let mut c = vec![json!({ "add": { "table": { "family": f, "name": TABLE } } })];
     for p in ["tcp", "udp"] {
         c.push(set(
             f,
             &format!("{p}_addr"),
             json!("inet_service"),
-            Some("ipv4_addr"),
+            Some(addr),
             false,
         ));
         c.push(set(
@@ -218,14 +277,8 @@ pub fn nat_base() -> Vec<Value> {
             Some("inet_service"),
             false,
         ));
-        let k = json!(["ipv4_addr", "inet_service"]);
-        c.push(set(
-            f,
-            &format!("{p}_haddr"),
-            k.clone(),
-            Some("ipv4_addr"),
-            false,
-        ));
+        let k = json!([addr, "inet_service"]);
+        c.push(set(f, &format!("{p}_haddr"), k.clone(), Some(addr), false));
         c.push(set(
             f,
             &format!("{p}_hport"),
@@ -234,20 +287,14 @@ pub fn nat_base() -> Vec<Value> {
             false,
         ));
     }
-    c.push(set(f, "masq", json!("ipv4_addr"), None, false));
-    c.push(set(f, "own", json!(["ipv4_addr", "ipv4_addr"]), None, true));
-    c.push(set(
-        f,
-        "hairpin",
-        json!(["ipv4_addr", "ipv4_addr"]),
-        None,
-        true,
-    ));
+    c.push(set(f, "masq", json!(addr), None, false));
+    c.push(set(f, "own", json!([addr, addr]), None, true));
+    c.push(set(f, "hairpin", json!([addr, addr]), None, true));
     c.extend(chain(f, "prerouting", "nat", "prerouting", -100));
     c.extend(chain(f, "output", "nat", "output", -100));
     c.extend(chain(f, "postrouting", "nat", "postrouting", 100));
-    let saddr = json!({ "payload": { "protocol": "ip", "field": "saddr" } });
-    let daddr = json!({ "payload": { "protocol": "ip", "field": "daddr" } });
+    let saddr = json!({ "payload": { "protocol": l3, "field": "saddr" } });
+    let daddr = json!({ "payload": { "protocol": l3, "field": "daddr" } });
     for ch in ["prerouting", "output"] {
         for p in ["tcp", "udp"] {
             let l4 = json!({ "match": { "op": "==", "left": { "meta": { "key": "l4proto" } }, "right": p } });
@@ -257,7 +304,7 @@ pub fn nat_base() -> Vec<Value> {
                 f,
                 ch,
                 json!([l4, { "dnat": {
-                "family": "ip",
+                "family": f,
                 "addr": { "map": { "key": hk, "data": format!("@{p}_haddr") } },
                 "port": { "map": { "key": hk, "data": format!("@{p}_hport") } }
             } }]),
@@ -266,7 +313,7 @@ pub fn nat_base() -> Vec<Value> {
                 l4,
                 { "match": { "op": "==", "left": { "fib": { "result": "type", "flags": ["daddr"] } }, "right": "local" } },
                 { "dnat": {
-                    "family": "ip",
+                    "family": f,
                     "addr": { "map": { "key": dport, "data": format!("@{p}_addr") } },
                     "port": { "map": { "key": dport, "data": format!("@{p}_port") } }
                 } }
@@ -279,7 +326,7 @@ pub fn nat_base() -> Vec<Value> {
     c.push(rule(f, "postrouting", json!([
         { "match": { "op": "==", "left": saddr, "right": "@masq" } },
         { "match": { "op": "!=", "left": pair, "right": "@own" } },
-        { "match": { "op": "!=", "left": daddr, "right": { "prefix": { "addr": "224.0.0.0", "len": 4 } } } },
+        { "match": { "op": "!=", "left": daddr, "right": { "prefix": { "addr": mcast, "len": mcast_len } } } },
         { "masquerade": null }
     ])));
     // A container reaching a mapped port (its own or a neighbour's) through a host
@@ -293,24 +340,21 @@ pub fn nat_base() -> Vec<Value> {
             { "masquerade": null }
         ]),
     ));
-    c.push(rule(f, "postrouting", json!([
-        dnatted,
-        { "match": { "op": "==", "left": saddr, "right": { "prefix": { "addr": "127.0.0.0", "len": 8 } } } },
-        { "masquerade": null }
-    ])));
+    // Mappings used through 127.0.0.1 (no IPv6 counterpart: ::1 is never routed).
+    if f == "ip" {
+        c.push(rule(f, "postrouting", json!([
+            dnatted,
+            { "match": { "op": "==", "left": saddr, "right": { "prefix": { "addr": "127.0.0.0", "len": 8 } } } },
+            { "masquerade": null }
+        ])));
+    }
     c
 }
 
-/// Commands creating the anti-spoofing table if missing and resetting its rules.
-pub fn bridge_base() -> Vec<Value> {
-    let f = "bridge";
-    let mut c = vec![json!({ "add": { "table": { "family": f, "name": TABLE } } })];
-    c.push(set(f, "ports", json!("ifname"), None, false));
-    c.push(set(f, "macs", json!(["ifname", "ether_addr"]), None, false));
-    c.push(set(f, "ips", json!(["ifname", "ipv4_addr"]), None, false));
-    c.extend(chain(f, "prerouting", "filter", "prerouting", -300));
-    c.extend(cella_net::nft::anti_spoof_rules(TABLE));
-    c
+/// The anti-spoofing table if missing, its rules reset: cella net's rule set (in nft's
+/// own syntax, see [`cella_net::nft::bridge_base_text`]).
+pub fn bridge_base_text() -> String {
+    cella_net::nft::bridge_base_text(TABLE)
 }
 
 /// Lists table `family cella_cni`; `None` when it does not exist.
@@ -382,7 +426,7 @@ fn sets(listing: &[Value]) -> Vec<(&'static str, String, Elems)> {
 /// The number of elements owned by `tag` in both tables.
 pub fn count_tagged(tag: &str) -> Result<usize, NftError> {
     let mut n = 0;
-    for family in ["ip", "bridge"] {
+    for family in ["ip", "ip6", "bridge"] {
         if let Some(l) = list(family)? {
             n += sets(&l)
                 .iter()
@@ -398,7 +442,7 @@ pub fn count_tagged(tag: &str) -> Result<usize, NftError> {
 /// one transaction. Nothing to delete is no error.
 pub fn delete_tagged(tag: &str) -> Result<(), NftError> {
     let mut cmds = Vec::new();
-    for family in ["ip", "bridge"] {
+    for family in ["ip", "ip6", "bridge"] {
         let Some(l) = list(family)? else {
             continue;
         };

@@ -20,13 +20,28 @@ use cella_net::nft::{NftError, Proto};
 use serde_json::{Value, json};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The alias of a bridge this plugin made: removed with its last port.
 pub const BRIDGE_ALIAS: &str = "cella-cni";
+
+/// Where ADD notes that it is about to make a bridge, before making it: the kernel takes
+/// no alias in the request that creates a link, so a plugin killed between creating the
+/// bridge and marking it would leave a bridge that DEL could not tell from the host's own.
+pub const BRIDGE_MARKS: &str = "/run/cella/cni-bridges";
+
+/// The mark of bridge `name` in the caller's network namespace (named by its device and
+/// inode: every host namespace has its own bridges).
+fn bridge_mark(name: &str) -> Result<PathBuf, CniError> {
+    use std::os::unix::fs::MetadataExt;
+    let own = "/proc/thread-self/ns/net";
+    let m = fs::metadata(own)
+        .map_err(|e| CniError::with_source(Code::Io, format!("stat `{own}`"), &e))?;
+    Ok(Path::new(BRIDGE_MARKS).join(format!("{}-{}-{name}", m.dev(), m.ino())))
+}
 
 /// The lock serialising the host-side work (bridge, veth, nft tables) of concurrent calls.
 pub const LOCK_PATH: &str = "/run/cella/cni.lock";
@@ -259,15 +274,9 @@ impl Plan {
                 }
             };
             let host_ip = match m.host_ip.as_str() {
-                "" | "0.0.0.0" => None,
+                "" | "0.0.0.0" | "::" => None,
                 s => match s.parse::<IpAddr>() {
-                    Ok(IpAddr::V4(a)) => Some(a),
-                    Ok(IpAddr::V6(_)) => {
-                        return Err(CniError::new(
-                            Code::UnsupportedField,
-                            format!("{field}.hostIP: IPv6 {s} is not supported by cella-cni"),
-                        ));
-                    }
+                    Ok(a) => Some(a),
                     Err(_) => {
                         return Err(invalid(format!(
                             "{field}.hostIP: {s:?} is not an IP address"
@@ -536,6 +545,13 @@ fn first_v4(ips: &[(IpNet, Option<IpAddr>)]) -> Option<(Ipv4Addr, IpNet)> {
     })
 }
 
+fn first_v6(ips: &[(IpNet, Option<IpAddr>)]) -> Option<(Ipv6Addr, IpNet)> {
+    ips.iter().find_map(|(n, _)| match n.addr {
+        IpAddr::V6(a) => Some((a, n.network())),
+        IpAddr::V4(_) => None,
+    })
+}
+
 fn write_sysctl(path: &str, value: &str) -> Result<(), CniError> {
     fs::write(path, value)
         .map_err(|e| CniError::with_source(Code::Io, format!("write `{path}`"), &e))
@@ -619,13 +635,17 @@ fn setup(
 ) -> Result<Value, CniError> {
     let conf = &plan.conf;
     let v4 = first_v4(&ipam.ips);
+    let v6 = first_v6(&ipam.ips);
     // A MAC derived from the address, as cella net does: known before the link exists, so
     // the nft elements can be sent while the links are made.
-    let peer_mac = v4.map(|(a, _)| cella_net::ipam::mac_for(a));
+    let peer_mac = v4
+        .map(|(a, _)| cella_net::ipam::mac_for(a))
+        .or_else(|| v6.map(|(a, _)| cella_net::ipam::mac_for_ip(IpAddr::V6(a))));
     let tag = cnft::tag(id, ifname);
     let elements = Elements {
         tag: tag.clone(),
         ip: v4,
+        ip6: v6,
         masq: conf.ip_masq,
         mappings: plan.mappings.clone(),
         anti_spoof: match (conf.anti_spoof, peer_mac) {
@@ -633,9 +653,12 @@ fn setup(
             _ => None,
         },
     };
-    if v4.is_none() && (conf.anti_spoof || !plan.mappings.is_empty() || conf.ip_masq) {
+    if v4.is_none()
+        && v6.is_none()
+        && (conf.anti_spoof || !plan.mappings.is_empty() || conf.ip_masq)
+    {
         return Err(invalid(
-            "ipMasq, antiSpoof and portMappings need an IPv4 address from IPAM".into(),
+            "ipMasq, antiSpoof and portMappings need an address from IPAM".into(),
         ));
     }
     let batch = elements.add();
@@ -649,18 +672,24 @@ fn setup(
     let nft_done = match pending.map(cella_net::nft::Pending::wait) {
         None | Some(Ok(())) => Ok(()),
         Some(Err(e)) if e.is_not_found() => {
-            let mut all = cnft::nat_base();
-            if elements.needs_bridge_table() {
-                all.extend(cnft::bridge_base());
-            }
-            all.extend(batch);
-            cella_net::nft::apply(all, &op)
+            // The bridge table needs nft's own syntax; it is idempotent, so a crash between
+            // the two transactions leaves nothing wrong.
+            let bridge_table = if elements.needs_bridge_table() {
+                cella_net::nft::apply_text(cnft::bridge_base_text(), &op)
+            } else {
+                Ok(())
+            };
+            bridge_table.and_then(|()| {
+                let mut all = cnft::nat_base(v4.is_some(), v6.is_some());
+                all.extend(batch);
+                cella_net::nft::apply(all, &op)
+            })
         }
         Some(Err(e)) => Err(e),
     };
     let (br_mac, host_mac, ctr_mac, routes) = linked?;
     nft_done.map_err(nft_err("nftables"))?;
-    if !plan.mappings.is_empty() {
+    if v4.is_some() && !plan.mappings.is_empty() {
         // Mappings used through 127.0.0.1 leave by the bridge with a loopback source.
         write_sysctl(
             &format!("/proc/sys/net/ipv4/conf/{}/route_localnet", plan.bridge),
@@ -739,6 +768,13 @@ fn make_links(
             l
         }
         None => {
+            let mark = bridge_mark(&plan.bridge)?;
+            let io = |op: &str, p: &Path, e: std::io::Error| {
+                CniError::with_source(Code::Io, format!("{op} `{}`", p.display()), &e)
+            };
+            fs::create_dir_all(BRIDGE_MARKS)
+                .map_err(|e| io("create", Path::new(BRIDGE_MARKS), e))?;
+            fs::write(&mark, b"").map_err(|e| io("write", &mark, e))?;
             host.add_bridge(&plan.bridge, conf.mtu, true)
                 .map_err(nl_err("create the bridge"))?;
             let l = host
@@ -749,6 +785,8 @@ fn make_links(
                 })?;
             host.set_alias(l.index, &l.name, BRIDGE_ALIAS)
                 .map_err(nl_err("mark the bridge"))?;
+            // The alias marks it now.
+            let _ = fs::remove_file(&mark);
             // Pin the bridge's MAC to its own: otherwise it takes the lowest of its ports'
             // and changes as containers come and go (the reference plugin does the same).
             if let Some(mac) = cella_net::netlink::parse_mac(&l.mac) {
@@ -774,8 +812,14 @@ fn make_links(
                 prefix: n.prefix,
             };
             if !have.iter().any(|a| a.index == br.index && a.net == want) {
-                host.add_addr(br.index, want)
-                    .map_err(nl_err("add the gateway address to the bridge"))?;
+                // IPv6 without duplicate address detection: usable at once (the bridge
+                // has no carrier until its first port, which would hold DAD back).
+                let r = if want.addr.is_ipv6() {
+                    host.add_addr_nodad(br.index, want)
+                } else {
+                    host.add_addr(br.index, want)
+                };
+                r.map_err(nl_err("add the gateway address to the bridge"))?;
             }
         }
         if ipam.ips.iter().any(|(n, _)| n.addr.is_ipv4()) {
@@ -809,9 +853,15 @@ fn make_links(
         .map_err(nl_err("look up CNI_IFNAME"))?
         .ok_or_else(|| CniError::new(Code::Netlink, format!("`{ifname}` vanished")))?;
     for (n, _) in &ipam.ips {
-        inside
-            .add_addr(eth.index, *n)
-            .map_err(nl_err(&format!("add address {n} in the container")))?;
+        // IPv6 without duplicate address detection, as the reference bridge plugin does
+        // with hairpin mode (where DAD sees its own echoed solicitation and fails): IPAM
+        // made the address unique, and it is usable at once.
+        let r = if n.addr.is_ipv6() {
+            inside.add_addr_nodad(eth.index, *n)
+        } else {
+            inside.add_addr(eth.index, *n)
+        };
+        r.map_err(nl_err(&format!("add address {n} in the container")))?;
     }
     inside
         .set_link(
@@ -908,18 +958,22 @@ fn teardown_host(plan: &Plan, host: &mut Netlink, id: &str, ifname: &str) -> Res
     keep(nft_done.map_err(nft_err("nftables")));
     keep(veth_done);
     keep((|| {
-        if host
+        // Ours: marked by its alias, or by the note of an ADD killed before it could set
+        // the alias.
+        let mark = bridge_mark(&plan.bridge)?;
+        let aliased = host
             .alias(&plan.bridge)
             .map_err(nl_err("look up the bridge"))?
             .as_deref()
-            != Some(BRIDGE_ALIAS)
-        {
+            == Some(BRIDGE_ALIAS);
+        if !aliased && !mark.exists() {
             return Ok(());
         }
         let Some(br) = host
             .link(&plan.bridge)
             .map_err(nl_err("look up the bridge"))?
         else {
+            let _ = fs::remove_file(&mark);
             return Ok(());
         };
         let links = host.links().map_err(nl_err("list links"))?;
@@ -927,10 +981,12 @@ fn teardown_host(plan: &Plan, host: &mut Netlink, id: &str, ifname: &str) -> Res
             return Ok(());
         }
         match host.del_link(br.index, &br.name) {
-            Ok(()) => Ok(()),
-            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(()),
-            Err(e) => Err(nl_err("delete the bridge")(e)),
+            Ok(()) => {}
+            Err(e) if e.errno() == Some(libc::ENODEV) => {}
+            Err(e) => return Err(nl_err("delete the bridge")(e)),
         }
+        let _ = fs::remove_file(&mark);
+        Ok(())
     })());
     first.map_or(Ok(()), Err)
 }
@@ -1069,11 +1125,20 @@ fn check(plan: &Plan, id: &str, ifname: &str, netns_path: &str) -> Result<(), Cn
         .iter()
         .filter_map(|i| i.address.parse::<IpNet>().ok())
         .find(|n| n.addr.is_ipv4());
+    let v6 = prev
+        .ips
+        .iter()
+        .filter_map(|i| i.address.parse::<IpNet>().ok())
+        .find(|n| n.addr.is_ipv6());
     let expect = Elements {
         tag: cnft::tag(id, ifname),
         ip: v4.and_then(|n| match n.addr {
             IpAddr::V4(a) => Some((a, n.network())),
             IpAddr::V6(_) => None,
+        }),
+        ip6: v6.and_then(|n| match n.addr {
+            IpAddr::V6(a) => Some((a, n.network())),
+            IpAddr::V4(_) => None,
         }),
         masq: plan.conf.ip_masq,
         mappings: plan.mappings.clone(),

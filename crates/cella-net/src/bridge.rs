@@ -17,7 +17,7 @@
 //! ```
 
 use crate::cidr::IpNet;
-use crate::ipam::{Ipam, IpamError, mac_for};
+use crate::ipam::{Ipam, IpamError, mac_for_ip};
 use crate::netlink::{LinkChange, Netlink, NetlinkError, Route, TABLE_MAIN, VethSpec};
 use crate::netns::{Netns, NetnsError, NetnsRef};
 use crate::nft::{self, ContainerRules, NftError, Proto};
@@ -25,7 +25,7 @@ use crate::sys;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -94,6 +94,8 @@ pub struct Paths {
     pub state_dir: PathBuf,
     /// IPAM leases.
     pub ipam_dir: PathBuf,
+    /// Named network definitions (see [`crate::network`]).
+    pub network_dir: PathBuf,
 }
 
 impl Default for Paths {
@@ -101,6 +103,7 @@ impl Default for Paths {
         Paths {
             state_dir: DEFAULT_STATE_DIR.into(),
             ipam_dir: crate::ipam::DEFAULT_IPAM_DIR.into(),
+            network_dir: crate::network::DEFAULT_NETWORK_DIR.into(),
         }
     }
 }
@@ -114,8 +117,12 @@ pub struct AttachRequest {
     pub netns: NetnsRef,
     /// Bridge in the host namespace; created when missing.
     pub bridge: String,
-    /// The bridge's subnet; its first address is the gateway.
+    /// The bridge's subnet (IPv4, or IPv6 for an IPv6-only network); its first address is
+    /// the gateway.
     pub subnet: IpNet,
+    /// An IPv6 subnet next to an IPv4 `subnet` (dual stack); its first address is the
+    /// IPv6 gateway.
+    pub subnet6: Option<IpNet>,
     /// Interface name inside the container.
     pub ifname: String,
     /// MTU of the veth (and of the bridge when cella creates it).
@@ -128,6 +135,19 @@ pub struct AttachRequest {
     pub anti_spoof: bool,
 }
 
+impl AttachRequest {
+    /// The IPv4 subnet, if any.
+    fn v4(&self) -> Option<IpNet> {
+        self.subnet.addr.is_ipv4().then_some(self.subnet)
+    }
+
+    /// The IPv6 subnet, if any.
+    fn v6(&self) -> Option<IpNet> {
+        self.subnet6
+            .or_else(|| self.subnet.addr.is_ipv6().then_some(self.subnet))
+    }
+}
+
 /// The record of one attachment, written before anything is created.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Attachment {
@@ -137,16 +157,25 @@ pub struct Attachment {
     pub netns: PathBuf,
     /// The bridge.
     pub bridge: String,
-    /// The subnet.
+    /// The subnet (IPv6 for an IPv6-only attachment).
     pub subnet: IpNet,
     /// Interface inside the container.
     pub ifname: String,
     /// Host end of the veth (a bridge port).
     pub host_veth: String,
-    /// The leased address, once leased.
+    /// The leased IPv4 address, once leased.
     pub ip: Option<Ipv4Addr>,
-    /// The gateway (the bridge's address).
+    /// The IPv4 gateway (the bridge's address); 0.0.0.0 for an IPv6-only attachment.
     pub gateway: Ipv4Addr,
+    /// The IPv6 subnet next to the IPv4 one, for a dual-stack attachment.
+    #[serde(default)]
+    pub subnet6: Option<IpNet>,
+    /// The leased IPv6 address, once leased.
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
+    /// The IPv6 gateway (the bridge's address).
+    #[serde(default)]
+    pub gateway6: Option<Ipv6Addr>,
     /// The container's MAC, once leased.
     pub mac: Option<String>,
     /// Port forwards.
@@ -165,6 +194,8 @@ struct BridgeRecord {
     name: String,
     created: bool,
     gateway: Option<IpNet>,
+    #[serde(default)]
+    gateway6: Option<IpNet>,
 }
 
 /// Why an attachment was refused before anything was made.
@@ -216,6 +247,16 @@ pub enum InvalidRequest {
         ifname: String,
         /// The namespace.
         netns: PathBuf,
+    },
+    /// A subnet of the wrong family.
+    #[error("{field}: {subnet} is not an {family} subnet")]
+    Family {
+        /// Which argument.
+        field: &'static str,
+        /// The subnet.
+        subnet: IpNet,
+        /// The family it should be.
+        family: &'static str,
     },
     /// The host end's name is taken by a link cella did not record.
     #[error("host link `{0}` exists already")]
@@ -466,7 +507,9 @@ impl Store {
         }
     }
 
+    /// Removes a record, and the temporary file of a write that was killed half-way.
     pub(crate) fn remove(&self, path: &Path) -> Result<(), StepError> {
+        let _ = fs::remove_file(path.with_extension("tmp"));
         match fs::remove_file(path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -530,6 +573,16 @@ impl Store {
     }
 }
 
+/// The attachment that forwards host port `port`/`proto`, if any (a lookup in the port
+/// index, without the store's lock: an answer for early, clear errors; attach checks
+/// again under the lock).
+pub fn port_owner(paths: &Paths, proto: Proto, port: u16) -> Option<String> {
+    let store = Store {
+        dir: paths.state_dir.clone(),
+    };
+    fs::read_to_string(store.port_path(proto, port)).ok()
+}
+
 /// Every attachment recorded in `paths.state_dir`.
 pub fn list(paths: &Paths) -> Result<Vec<Attachment>, StepError> {
     let store = Store {
@@ -553,7 +606,24 @@ fn validate(
     if store.att_path(&req.id).exists() {
         return Err(InvalidRequest::Exists(req.id.clone()));
     }
+    if req.subnet.addr.is_ipv6() && req.subnet6.is_some() {
+        return Err(InvalidRequest::Family {
+            field: "subnet",
+            subnet: req.subnet,
+            family: "IPv4 (the IPv6 subnet of a dual-stack network is the second one)",
+        });
+    }
     ipam.check(req.subnet, &req.bridge)?;
+    if let Some(s6) = req.subnet6 {
+        if !s6.addr.is_ipv6() {
+            return Err(InvalidRequest::Family {
+                field: "subnet6",
+                subnet: s6,
+                family: "IPv6",
+            });
+        }
+        ipam.check(s6, &req.bridge)?;
+    }
     for (i, p) in req.publish.iter().enumerate() {
         if req.publish[..i]
             .iter()
@@ -579,16 +649,21 @@ fn validate(
     {
         return Err(InvalidRequest::NotABridge(req.bridge.clone()));
     }
-    for a in host.addrs_family(false)? {
+    let mut host_addrs = host.addrs_family(false)?;
+    if req.v6().is_some() {
+        host_addrs.extend(host.addrs_family(true)?);
+    }
+    for a in host_addrs {
         if Some(a.index) == bridge.as_ref().map(|b| b.index) {
             continue;
         }
-        if a.net.network().overlaps(&req.subnet) {
+        let hits = |s: &IpNet| a.net.network().overlaps(s).then_some(*s);
+        if let Some(subnet) = hits(&req.subnet).or_else(|| req.subnet6.as_ref().and_then(hits)) {
             let link = host
                 .link_name(a.index)?
                 .unwrap_or_else(|| format!("#{}", a.index));
             return Err(InvalidRequest::HostOverlap {
-                subnet: req.subnet,
+                subnet,
                 addr: a.net,
                 link,
             });
@@ -612,9 +687,10 @@ fn write_sysctl(path: &str, value: &str) -> Result<(), StepError> {
     fs::write(path, value).map_err(io_step("write", Path::new(path)))
 }
 
-fn rules_of(a: &Attachment, ip: Ipv4Addr) -> ContainerRules {
+fn rules_of(a: &Attachment) -> ContainerRules {
     ContainerRules {
-        ip,
+        ip: a.ip,
+        ip6: a.ip6,
         forwards: a
             .publish
             .iter()
@@ -656,6 +732,9 @@ pub fn attach(paths: &Paths, req: &AttachRequest) -> Result<Attachment, AttachEr
         host_veth: host_veth_name(&id),
         ip: None,
         gateway,
+        subnet6: req.subnet6,
+        ip6: None,
+        gateway6: None,
         mac: None,
         publish: req.publish.clone(),
         masquerade: req.masquerade,
@@ -695,10 +774,30 @@ fn setup(
             .map_err(io_step("claim port", &pp))?;
         io::Write::write_all(&mut f, att.id.as_bytes()).map_err(io_step("write", &pp))?;
     }
-    let lease = ipam.allocate(req.subnet, &req.bridge, &att.id)?;
-    att.ip = Some(lease.ip);
-    att.mac = Some(lease.mac.clone());
-    store.write(&path, att)?;
+    // The MAC comes from the first lease: the IPv4 address, or the IPv6 one of an
+    // IPv6-only network.
+    for (i, subnet) in [Some(req.subnet), req.subnet6]
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let lease = ipam.allocate(subnet, &req.bridge, &att.id)?;
+        match (lease.ip, lease.gateway) {
+            (IpAddr::V4(ip), IpAddr::V4(gw)) => {
+                att.ip = Some(ip);
+                att.gateway = gw;
+            }
+            (IpAddr::V6(ip), IpAddr::V6(gw)) => {
+                att.ip6 = Some(ip);
+                att.gateway6 = Some(gw);
+            }
+            _ => return Err(IpamError::BadSubnet(subnet, "gateway of another family").into()),
+        }
+        if i == 0 {
+            att.mac = Some(lease.mac.clone());
+        }
+        store.write(&path, att)?;
+    }
 
     // nftables: one transaction, and the one step that can still find a port taken by a
     // concurrent forward (the `create` of its element then fails the whole batch). The
@@ -706,7 +805,7 @@ fn setup(
     // elements; only when a table is missing (the first attach on this host) are the
     // tables, chains and rules created, in the same transaction as the elements. The nft
     // process runs while the links are made below; both wait on the kernel.
-    let rules = rules_of(att, lease.ip);
+    let rules = rules_of(att);
     let elements = rules.add();
     let op = format!("add rules for {:?}", att.id);
     let pending = if elements.is_empty() {
@@ -714,14 +813,16 @@ fn setup(
     } else {
         Some(nft::spawn(elements.clone(), &op)?)
     };
-    let linked = make_links(store, host, netns, req, att, &lease);
+    let linked = make_links(store, host, netns, req, att);
     let nft_done = match pending.map(nft::Pending::wait) {
         None | Some(Ok(())) => Ok(()),
         Some(Err(e)) if e.is_not_found() => {
-            let mut batch = nft::nat_base();
+            // The bridge table needs nft's own syntax (see nft::bridge_base_text); it is
+            // idempotent, so a crash between the two transactions leaves nothing wrong.
             if req.anti_spoof {
-                batch.extend(nft::bridge_base());
+                nft::apply_text(nft::bridge_base_text(nft::TABLE), &op)?;
             }
+            let mut batch = nft::nat_base(att.ip.is_some(), att.ip6.is_some());
             batch.extend(elements);
             nft::apply(batch, &op)
         }
@@ -751,11 +852,30 @@ fn make_links(
     netns: &Netns,
     req: &AttachRequest,
     att: &Attachment,
-    lease: &crate::ipam::Lease,
 ) -> Result<Netlink, StepError> {
-    let bridge_index = ensure_bridge(store, host, req, lease.gateway)?;
-    write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
-    if !req.publish.is_empty() {
+    // (address, gateway, prefix) of each family the attachment has.
+    let v4 = att
+        .ip
+        .zip(req.v4())
+        .map(|(ip, s)| (IpAddr::V4(ip), IpAddr::V4(att.gateway), s.prefix));
+    let v6 = att
+        .ip6
+        .zip(att.gateway6)
+        .zip(req.v6())
+        .map(|((ip, gw), s)| (IpAddr::V6(ip), IpAddr::V6(gw), s.prefix));
+    let gateways: Vec<IpNet> = [v4, v6]
+        .into_iter()
+        .flatten()
+        .map(|(_, gw, prefix)| IpNet { addr: gw, prefix })
+        .collect();
+    let bridge_index = ensure_bridge(store, host, req, &gateways)?;
+    if v4.is_some() {
+        write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
+    }
+    if v6.is_some() {
+        write_sysctl("/proc/sys/net/ipv6/conf/all/forwarding", "1")?;
+    }
+    if v4.is_some() && !req.publish.is_empty() {
         // Forwards used through 127.0.0.1 leave by the bridge with a loopback source,
         // which the kernel drops unless the bridge allows it.
         write_sysctl(
@@ -764,7 +884,14 @@ fn make_links(
         )?;
     }
 
-    let mac = mac_for(lease.ip);
+    let first = v4
+        .or(v6)
+        .map(|(ip, _, _)| ip)
+        .ok_or(StepError::Ipam(IpamError::BadSubnet(
+            req.subnet,
+            "no address was leased",
+        )))?;
+    let mac = mac_for_ip(first);
     host.add_veth(&VethSpec {
         name: att.host_veth.clone(),
         peer: req.ifname.clone(),
@@ -782,11 +909,14 @@ fn make_links(
 
     let mut inside = Netlink::open_in(netns)?;
     let eth = inside.index(&req.ifname)?;
-    let addr = IpNet {
-        addr: IpAddr::V4(lease.ip),
-        prefix: req.subnet.prefix,
-    };
-    inside.add_addr(eth, addr)?;
+    if let Some((ip, _, prefix)) = v4 {
+        inside.add_addr(eth, IpNet { addr: ip, prefix })?;
+    }
+    if let Some((ip, _, prefix)) = v6 {
+        // No duplicate address detection: IPAM made the address unique, and DAD would
+        // keep it unusable ("tentative") for a second or more after the link comes up.
+        inside.add_addr_nodad(eth, IpNet { addr: ip, prefix })?;
+    }
     inside.set_link(
         eth,
         &req.ifname,
@@ -795,33 +925,32 @@ fn make_links(
             ..LinkChange::default()
         },
     )?;
-    inside.add_route(&Route {
-        gateway: Some(IpAddr::V4(lease.gateway)),
-        oif: Some(eth),
-        table: TABLE_MAIN,
-        ..Route::default()
-    })?;
+    for (_, gw, _) in [v4, v6].into_iter().flatten() {
+        inside.add_route(&Route {
+            gateway: Some(gw),
+            oif: Some(eth),
+            table: TABLE_MAIN,
+            ..Route::default()
+        })?;
+    }
     Ok(inside)
 }
 
-/// Makes sure the bridge exists, is up and holds the gateway address; records what cella
-/// made so the last detach removes it.
+/// Makes sure the bridge exists, is up and holds the gateway addresses; records what
+/// cella made so the last detach removes it.
 fn ensure_bridge(
     store: &Store,
     host: &mut Netlink,
     req: &AttachRequest,
-    gateway: Ipv4Addr,
+    gateways: &[IpNet],
 ) -> Result<u32, StepError> {
     let rec_path = store.br_path(&req.bridge);
     let mut rec: BridgeRecord = store.read(&rec_path)?.unwrap_or(BridgeRecord {
         name: req.bridge.clone(),
         created: false,
         gateway: None,
+        gateway6: None,
     });
-    let gw = IpNet {
-        addr: IpAddr::V4(gateway),
-        prefix: req.subnet.prefix,
-    };
     let link = host.link(&req.bridge)?;
     let index = match link {
         Some(l) => {
@@ -844,16 +973,30 @@ fn ensure_bridge(
             host.index(&req.bridge)?
         }
     };
-    let has_gw = host
-        .addrs_family(false)?
-        .iter()
-        .any(|a| a.index == index && a.net == gw);
-    if !has_gw {
-        rec.gateway = Some(gw);
+    for gw in gateways {
+        let v6 = gw.addr.is_ipv6();
+        let has_gw = host
+            .addrs_family(v6)?
+            .iter()
+            .any(|a| a.index == index && a.net == *gw);
+        if has_gw {
+            continue;
+        }
+        if v6 {
+            rec.gateway6 = Some(*gw);
+        } else {
+            rec.gateway = Some(*gw);
+        }
         store.write(&rec_path, &rec)?;
-        host.add_addr(index, gw)?;
+        if v6 {
+            // Usable at once: a bridge without ports has no carrier, which would hold
+            // duplicate address detection (and so the address) back.
+            host.add_addr_nodad(index, *gw)?;
+        } else {
+            host.add_addr(index, *gw)?;
+        }
     }
-    if !rec.created && rec.gateway.is_none() {
+    if !rec.created && rec.gateway.is_none() && rec.gateway6.is_none() {
         store.remove(&rec_path)?;
     }
     Ok(index)
@@ -868,7 +1011,7 @@ fn teardown(
     att: &Attachment,
 ) -> Result<(), TeardownErrors> {
     let mut errs: Vec<StepError> = Vec::new();
-    let rules = att.ip.map(|ip| rules_of(att, ip));
+    let rules = (att.ip.is_some() || att.ip6.is_some()).then(|| rules_of(att));
     let all = rules.as_ref().map(|r| r.delete(None)).unwrap_or_default();
     let op = format!("delete rules of {:?}", att.id);
     // A completed attachment's elements are all there: delete them in an nft process that
@@ -896,8 +1039,13 @@ fn teardown(
         // and still ours.
         let r = (|| -> Result<(), NftError> {
             let nat = nft::list_table("ip")?.unwrap_or_default();
+            let nat6 = nft::list_table("ip6")?.unwrap_or_default();
             let br = nft::list_table("bridge")?.unwrap_or_default();
-            let cmds = rules.delete(Some((&nat, &br)));
+            let cmds = rules.delete(Some(nft::Listings {
+                ip: &nat,
+                ip6: &nat6,
+                bridge: &br,
+            }));
             if cmds.is_empty() {
                 Ok(())
             } else {
@@ -909,6 +1057,11 @@ fn teardown(
         }
     }
     if let Err(e) = ipam.release(att.subnet, &att.id) {
+        errs.push(e.into());
+    }
+    if let Some(s6) = att.subnet6
+        && let Err(e) = ipam.release(s6, &att.id)
+    {
         errs.push(e.into());
     }
     for p in &att.publish {
@@ -949,11 +1102,13 @@ fn release_bridge(store: &Store, host: &mut Netlink, bridge: &str) -> Result<(),
     if let Some(l) = host.link(bridge)? {
         if rec.created {
             host.del_link(l.index, &l.name)?;
-        } else if let Some(gw) = rec.gateway {
-            match host.del_addr(l.index, gw) {
-                Ok(()) => {}
-                Err(e) if e.errno() == Some(libc::EADDRNOTAVAIL) => {}
-                Err(e) => return Err(e.into()),
+        } else {
+            for gw in rec.gateway.into_iter().chain(rec.gateway6) {
+                match host.del_addr(l.index, gw) {
+                    Ok(()) => {}
+                    Err(e) if e.errno() == Some(libc::EADDRNOTAVAIL) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
     }

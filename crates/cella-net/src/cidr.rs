@@ -95,6 +95,30 @@ impl IpNet {
         (u64::from(n) < size).then(|| Ipv4Addr::from(u32::from(base) + n))
     }
 
+    /// The `n`-th address of the network, either family (0 is the network address), if it
+    /// lies in it.
+    pub fn nth(&self, n: u128) -> Option<IpAddr> {
+        match self.network().addr {
+            IpAddr::V4(_) => u32::try_from(n)
+                .ok()
+                .and_then(|n| self.nth_v4(n))
+                .map(IpAddr::V4),
+            IpAddr::V6(base) => {
+                let host_bits = 128 - u32::from(self.prefix);
+                if host_bits < 128 && n >> host_bits != 0 {
+                    return None;
+                }
+                Some(IpAddr::V6(Ipv6Addr::from(u128::from(base) | n)))
+            }
+        }
+    }
+
+    /// The number of addresses of the network (saturating at `u128::MAX` for an IPv6 /0).
+    pub fn size(&self) -> u128 {
+        let bits = u32::from(max_prefix(self.addr) - self.prefix);
+        1u128.checked_shl(bits).unwrap_or(u128::MAX)
+    }
+
     /// The number of addresses of an IPv4 network.
     pub fn size_v4(&self) -> u64 {
         match self.addr {
@@ -203,5 +227,10 @@ mod tests {
         assert!(!a.overlaps(&c) && !c.overlaps(&a));
         assert_eq!(a.nth_v4(1), Some("10.88.0.1".parse().unwrap()));
         assert_eq!(b.nth_v4(256), None);
+        let v6: IpNet = "fd00:1::/64".parse().unwrap();
+        assert_eq!(v6.nth(2), Some("fd00:1::2".parse().unwrap()));
+        assert_eq!(v6.nth(1 << 64), None);
+        assert_eq!(v6.size(), 1 << 64);
+        assert_eq!(b.size(), 256);
     }
 }

@@ -1,4 +1,4 @@
-//! IP address management: IPv4 subnets and their leases, kept on disk so they survive the
+//! IP address management: IPv4 and IPv6 subnets and their leases, kept on disk so they survive the
 //! process, and safe under concurrent allocation.
 //!
 //! Layout under the IPAM directory (default [`DEFAULT_IPAM_DIR`]):
@@ -83,7 +83,7 @@ pub struct IpamNetwork {
     /// The subnet (network address).
     pub subnet: IpNet,
     /// The gateway: the subnet's first address.
-    pub gateway: Ipv4Addr,
+    pub gateway: IpAddr,
     /// The bridge the subnet lives on.
     pub bridge: String,
 }
@@ -92,11 +92,11 @@ pub struct IpamNetwork {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Lease {
     /// The address.
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// The subnet it belongs to.
     pub subnet: IpNet,
     /// The subnet's gateway.
-    pub gateway: Ipv4Addr,
+    pub gateway: IpAddr,
     /// The MAC that goes with the address.
     pub mac: String,
     /// Who holds it.
@@ -107,6 +107,19 @@ pub struct Lease {
 pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
     let o = ip.octets();
     [0x02, 0xce, o[0], o[1], o[2], o[3]]
+}
+
+/// The MAC for an address of either family: [`mac_for`] for IPv4; for IPv6, `02:cf:` then
+/// the last four address bytes (unique within a subnet of /96 or longer, and within the
+/// first 2^32 leases of any subnet, since leases are taken from the bottom).
+pub fn mac_for_ip(ip: IpAddr) -> [u8; 6] {
+    match ip {
+        IpAddr::V4(a) => mac_for(a),
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            [0x02, 0xcf, o[12], o[13], o[14], o[15]]
+        }
+    }
 }
 
 /// The IPAM store in one directory.
@@ -189,22 +202,22 @@ impl Ipam {
     }
 
     fn check_locked(&self, subnet: IpNet, bridge: &str) -> Result<Option<IpamNetwork>, IpamError> {
-        if !subnet.addr.is_ipv4() {
-            return Err(IpamError::BadSubnet(
-                subnet,
-                "only IPv4 subnets are managed",
-            ));
-        }
         if !subnet.is_network() {
             return Err(IpamError::BadSubnet(
                 subnet,
                 "host bits are set; give the network address",
             ));
         }
-        if subnet.prefix > 30 {
+        if subnet.addr.is_ipv4() && subnet.prefix > 30 {
             return Err(IpamError::BadSubnet(
                 subnet,
                 "prefix longer than /30 leaves no room",
+            ));
+        }
+        if subnet.addr.is_ipv6() && subnet.prefix > 126 {
+            return Err(IpamError::BadSubnet(
+                subnet,
+                "prefix longer than /126 leaves no room",
             ));
         }
         for n in self.read_networks()? {
@@ -225,7 +238,8 @@ impl Ipam {
                     bridge: n.bridge,
                 });
             }
-            if n.bridge == bridge {
+            // One subnet per bridge and family: a bridge may be dual-stack.
+            if n.bridge == bridge && n.subnet.addr.is_ipv4() == subnet.addr.is_ipv4() {
                 return Err(IpamError::OtherBridge {
                     subnet: n.subnet,
                     bridge: n.bridge,
@@ -236,8 +250,8 @@ impl Ipam {
         Ok(None)
     }
 
-    /// Checks that `subnet` may be used on `bridge`: IPv4, a network address, not longer
-    /// than /30, overlapping no other managed subnet, not bound to another bridge.
+    /// Checks that `subnet` may be used on `bridge`: a network address, not longer than
+    /// /30 (IPv4) or /126 (IPv6), overlapping no other managed subnet, not bound to another bridge.
     pub fn check(&self, subnet: IpNet, bridge: &str) -> Result<(), IpamError> {
         let _l = self.lock()?;
         self.check_locked(subnet, bridge).map(|_| ())
@@ -252,7 +266,7 @@ impl Ipam {
             Some(n) => n,
             None => {
                 let gateway = subnet
-                    .nth_v4(1)
+                    .nth(1)
                     .ok_or(IpamError::BadSubnet(subnet, "too small"))?;
                 let n = IpamNetwork {
                     subnet,
@@ -267,40 +281,47 @@ impl Ipam {
             }
         };
         let held = self.leases_locked(subnet)?;
-        let lease = |ip: Ipv4Addr| Lease {
+        let lease = |ip: IpAddr| Lease {
             ip,
             subnet,
             gateway: net.gateway,
-            mac: crate::netlink::format_mac(&mac_for(ip)),
+            mac: crate::netlink::format_mac(&mac_for_ip(ip)),
             owner: owner.into(),
         };
         if let Some((ip, _)) = held.iter().find(|(_, o)| o == owner) {
             return Ok(lease(*ip));
         }
-        // Skip the network address, the gateway and the broadcast address.
-        let last = subnet.size_v4() - 1;
+        // Skip the network address, the gateway and (IPv4) the broadcast address. The
+        // lowest free address is at most `held.len()` steps away, however large an IPv6
+        // subnet is.
+        let last = if subnet.addr.is_ipv4() {
+            subnet.size() - 1
+        } else {
+            subnet.size()
+        };
         for n in 2..last {
-            let ip = subnet
-                .nth_v4(n as u32)
-                .ok_or(IpamError::Exhausted(subnet))?;
+            let ip = subnet.nth(n).ok_or(IpamError::Exhausted(subnet))?;
             if held.iter().any(|(h, _)| *h == ip) {
                 continue;
             }
+            // Written aside, then linked into place: a lease file exists only with its
+            // owner in it, even if the process is killed half-way (an empty lease would
+            // belong to no one and never be released).
             let path = dir.join(ip.to_string());
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .map_err(io_err("create lease", &path))?;
+            let tmp = dir.join(format!(".{ip}.tmp"));
+            let mut f = File::create(&tmp).map_err(io_err("create lease", &tmp))?;
             f.write_all(owner.as_bytes())
-                .map_err(io_err("write lease", &path))?;
-            f.sync_all().map_err(io_err("sync lease", &path))?;
+                .map_err(io_err("write lease", &tmp))?;
+            f.sync_all().map_err(io_err("sync lease", &tmp))?;
+            let linked = fs::hard_link(&tmp, &path);
+            let _ = fs::remove_file(&tmp);
+            linked.map_err(io_err("create lease", &path))?;
             return Ok(lease(ip));
         }
         Err(IpamError::Exhausted(subnet))
     }
 
-    fn leases_locked(&self, subnet: IpNet) -> Result<Vec<(Ipv4Addr, String)>, IpamError> {
+    fn leases_locked(&self, subnet: IpNet) -> Result<Vec<(IpAddr, String)>, IpamError> {
         let dir = self.subnet_dir(subnet);
         let rd = match fs::read_dir(&dir) {
             Ok(rd) => rd,
@@ -318,7 +339,7 @@ impl Ipam {
             let Some(ip) = e
                 .file_name()
                 .to_str()
-                .and_then(|s| s.parse::<Ipv4Addr>().ok())
+                .and_then(|s| s.parse::<IpAddr>().ok())
             else {
                 continue;
             };
@@ -330,14 +351,14 @@ impl Ipam {
     }
 
     /// The leases of `subnet`: address and owner.
-    pub fn leases(&self, subnet: IpNet) -> Result<Vec<(Ipv4Addr, String)>, IpamError> {
+    pub fn leases(&self, subnet: IpNet) -> Result<Vec<(IpAddr, String)>, IpamError> {
         let _l = self.lock()?;
         self.leases_locked(subnet)
     }
 
     /// Releases every lease `owner` holds in `subnet`; when the subnet is left without
     /// leases, forgets it too. Returns the released addresses.
-    pub fn release(&self, subnet: IpNet, owner: &str) -> Result<Vec<Ipv4Addr>, IpamError> {
+    pub fn release(&self, subnet: IpNet, owner: &str) -> Result<Vec<IpAddr>, IpamError> {
         let _l = self.lock()?;
         let dir = self.subnet_dir(subnet);
         let mut released = Vec::new();
@@ -350,16 +371,23 @@ impl Ipam {
             }
         }
         if held.len() == released.len() && dir.exists() {
-            let nj = dir.join("network.json");
-            match fs::remove_file(&nj) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(IpamError::Io {
-                        op: "remove",
-                        path: nj,
-                        source: e,
-                    });
+            // The record, and what a writer killed half-way left (`*.tmp`).
+            let rd = fs::read_dir(&dir).map_err(io_err("read directory", &dir))?;
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name == "network.json" || name.ends_with(".tmp") {
+                    match fs::remove_file(e.path()) {
+                        Ok(()) => {}
+                        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                        Err(err) => {
+                            return Err(IpamError::Io {
+                                op: "remove",
+                                path: e.path(),
+                                source: err,
+                            });
+                        }
+                    }
                 }
             }
             fs::remove_dir(&dir).map_err(io_err("remove directory", &dir))?;
@@ -372,10 +400,7 @@ impl Ipam {
         let _l = self.lock()?;
         for n in self.read_networks()? {
             if n.subnet.contains(ip) {
-                return Ok(self
-                    .leases_locked(n.subnet)?
-                    .iter()
-                    .any(|(l, _)| IpAddr::V4(*l) == ip));
+                return Ok(self.leases_locked(n.subnet)?.iter().any(|(l, _)| *l == ip));
             }
         }
         Ok(false)
@@ -447,7 +472,7 @@ mod tests {
     #[test]
     fn rejects_bad_subnets() {
         let ipam = Ipam::new(tmp("bad"));
-        for s in ["10.0.0.1/24", "10.0.0.0/31", "fd00::/64"] {
+        for s in ["10.0.0.1/24", "10.0.0.0/31", "fd00::1/64", "fd00::/127"] {
             assert!(
                 matches!(
                     ipam.check(s.parse().unwrap(), "br0"),
@@ -456,6 +481,25 @@ mod tests {
                 "{s}"
             );
         }
+    }
+
+    #[test]
+    fn allocates_ipv6() {
+        let d = tmp("v6");
+        let ipam = Ipam::new(&d);
+        let s: IpNet = "fd00:77::/64".parse().unwrap();
+        let a = ipam.allocate(s, "br0", "a").unwrap();
+        let b = ipam.allocate(s, "br0", "b").unwrap();
+        assert_eq!(a.ip.to_string(), "fd00:77::2");
+        assert_eq!(b.ip.to_string(), "fd00:77::3");
+        assert_eq!(a.gateway.to_string(), "fd00:77::1");
+        assert_eq!(a.mac, "02:cf:00:00:00:02");
+        // A v4 subnet on the same bridge is a different network: refused like any other
+        // second subnet on one bridge.
+        ipam.release(s, "a").unwrap();
+        ipam.release(s, "b").unwrap();
+        assert!(ipam.networks().unwrap().is_empty());
+        let _ = fs::remove_dir_all(&d);
     }
 
     #[test]

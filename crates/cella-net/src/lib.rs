@@ -5,10 +5,12 @@
 
 pub mod bridge;
 pub mod cidr;
+pub mod container;
 pub mod doctor;
 pub mod ipam;
 pub mod netlink;
 pub mod netns;
+pub mod network;
 pub mod nft;
 pub mod p2p;
 pub mod resolv;

@@ -524,6 +524,21 @@ impl Netlink {
         )
     }
 
+    /// Adds `net` to link `index` without duplicate address detection (IFA_F_NODAD): usable
+    /// at once, for addresses whose uniqueness IPAM guarantees.
+    pub fn add_addr_nodad(&mut self, index: u32, net: IpNet) -> Result<(), NetlinkError> {
+        let op = format!("add address {net} (nodad) to link #{index}");
+        let mut m = Self::addr_msg(index, net);
+        m.attributes.push(AddressAttribute::Flags(
+            netlink_packet_route::address::AddressFlags::Nodad,
+        ));
+        self.ack(
+            RouteNetlinkMessage::NewAddress(m),
+            NLM_F_CREATE | NLM_F_EXCL,
+            &op,
+        )
+    }
+
     /// Removes `net` from link `index`.
     pub fn del_addr(&mut self, index: u32, net: IpNet) -> Result<(), NetlinkError> {
         let op = format!("delete address {net} from link #{index}");

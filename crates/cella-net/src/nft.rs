@@ -19,7 +19,7 @@
 
 use serde_json::{Value, json};
 use std::io::{self, Write};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::{Child, Command, Stdio};
 
 /// The table name cella owns in the `ip` and `bridge` families.
@@ -96,13 +96,29 @@ pub fn apply(commands: Vec<Value>, op: &str) -> Result<(), NftError> {
 /// Starts applying `commands` as one transaction in an nft process and returns at once,
 /// so the caller can do netlink work (which waits on the kernel too) meanwhile.
 pub fn spawn(commands: Vec<Value>, op: &str) -> Result<Pending, NftError> {
-    let batch = json!({ "nftables": commands }).to_string();
+    spawn_batch(json!({ "nftables": commands }).to_string(), true, op)
+}
+
+/// Applies a batch in nft's own syntax (one transaction). For what nft 1.0's JSON
+/// cannot say: a set keyed by a raw payload (`typeof ... @th,64,128`).
+pub fn apply_text(text: String, op: &str) -> Result<(), NftError> {
+    spawn_batch(text, false, op)?.wait()
+}
+
+fn spawn_batch(batch: String, json: bool, op: &str) -> Result<Pending, NftError> {
     let spawn_err = |source| NftError::Spawn {
         op: op.into(),
         source,
     };
-    let mut child = Command::new("nft")
-        .args(["-j", "-f", "-"])
+    let args: &[&str] = if json {
+        &["-j", "-f", "-"]
+    } else {
+        &["-f", "-"]
+    };
+    let mut cmd = Command::new("nft");
+    crate::sys::kill_with_parent(&mut cmd);
+    let mut child = cmd
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -216,16 +232,16 @@ fn rule(family: &str, chain: &str, expr: Value) -> Value {
     json!({ "add": { "rule": { "family": family, "table": TABLE, "chain": chain, "expr": expr } } })
 }
 
-fn dnat_rule(chain: &str, p: Proto) -> Value {
+fn dnat_rule(family: &str, chain: &str, p: Proto) -> Value {
     let key = json!({ "payload": { "protocol": p.name(), "field": "dport" } });
     rule(
-        "ip",
+        family,
         chain,
         json!([
             { "match": { "op": "==", "left": { "meta": { "key": "l4proto" } }, "right": p.name() } },
             { "match": { "op": "==", "left": { "fib": { "result": "type", "flags": ["daddr"] } }, "right": "local" } },
             { "dnat": {
-                "family": "ip",
+                "family": family,
                 "addr": { "map": { "key": key, "data": format!("@{}_addr", p.name()) } },
                 "port": { "map": { "key": key, "data": format!("@{}_port", p.name()) } }
             } }
@@ -233,16 +249,32 @@ fn dnat_rule(chain: &str, p: Proto) -> Value {
     )
 }
 
-/// Commands that create cella's NAT table, sets, maps, chains and rules if missing and
-/// reset the rules to the ones this version writes. Idempotent; elements are kept.
-pub fn nat_base() -> Vec<Value> {
-    let f = "ip";
+/// Commands that create the NAT tables a container with these address families needs
+/// (`ip cella`, `ip6 cella`), their sets, maps, chains and rules if missing and reset the
+/// rules to the ones this version writes. Idempotent; elements are kept.
+pub fn nat_base(v4: bool, v6: bool) -> Vec<Value> {
+    let mut c = Vec::new();
+    if v4 {
+        c.extend(nat_table("ip"));
+    }
+    if v6 {
+        c.extend(nat_table("ip6"));
+    }
+    c
+}
+
+fn nat_table(f: &str) -> Vec<Value> {
+    let (addr_type, l3) = if f == "ip6" {
+        ("ipv6_addr", "ip6")
+    } else {
+        ("ipv4_addr", "ip")
+    };
     let mut c = vec![json!({ "add": { "table": { "family": f, "name": TABLE } } })];
     for p in ["tcp", "udp"] {
         c.push(obj(
             "map",
             f,
-            json!({ "name": format!("{p}_addr"), "type": "inet_service", "map": "ipv4_addr" }),
+            json!({ "name": format!("{p}_addr"), "type": "inet_service", "map": addr_type }),
         ));
         c.push(obj(
             "map",
@@ -250,11 +282,7 @@ pub fn nat_base() -> Vec<Value> {
             json!({ "name": format!("{p}_port"), "type": "inet_service", "map": "inet_service" }),
         ));
     }
-    c.push(obj(
-        "set",
-        f,
-        json!({ "name": "masq", "type": "ipv4_addr" }),
-    ));
+    c.push(obj("set", f, json!({ "name": "masq", "type": addr_type })));
     for (name, hook, prio) in [
         ("prerouting", "prerouting", -100),
         ("output", "output", -100),
@@ -268,16 +296,16 @@ pub fn nat_base() -> Vec<Value> {
         c.push(json!({ "flush": { "chain": { "family": f, "table": TABLE, "name": name } } }));
     }
     for chain in ["prerouting", "output"] {
-        c.push(dnat_rule(chain, Proto::Tcp));
-        c.push(dnat_rule(chain, Proto::Udp));
+        c.push(dnat_rule(f, chain, Proto::Tcp));
+        c.push(dnat_rule(f, chain, Proto::Udp));
     }
-    let saddr = json!({ "payload": { "protocol": "ip", "field": "saddr" } });
+    let saddr = json!({ "payload": { "protocol": l3, "field": "saddr" } });
     c.push(rule(
         f,
         "postrouting",
         json!([
             { "match": { "op": "==", "left": saddr, "right": "@masq" } },
-            { "match": { "op": "!=", "left": { "payload": { "protocol": "ip", "field": "daddr" } }, "right": "@masq" } },
+            { "match": { "op": "!=", "left": { "payload": { "protocol": l3, "field": "daddr" } }, "right": "@masq" } },
             { "masquerade": null }
         ]),
     ));
@@ -293,88 +321,84 @@ pub fn nat_base() -> Vec<Value> {
             { "masquerade": null }
         ]),
     ));
-    c.push(rule(
-        f,
-        "postrouting",
-        json!([
-            { "match": { "op": "==", "left": saddr, "right": { "prefix": { "addr": "127.0.0.0", "len": 8 } } } },
-            { "match": { "op": "in", "left": { "ct": { "key": "status" } }, "right": "dnat" } },
-            { "masquerade": null }
-        ]),
-    ));
+    // Forwards used through 127.0.0.1 (IPv4 only: the kernel never routes ::1 off the
+    // host, so there is no IPv6 counterpart of route_localnet).
+    if f == "ip" {
+        c.push(rule(
+            f,
+            "postrouting",
+            json!([
+                { "match": { "op": "==", "left": saddr, "right": { "prefix": { "addr": "127.0.0.0", "len": 8 } } } },
+                { "match": { "op": "in", "left": { "ct": { "key": "status" } }, "right": "dnat" } },
+                { "masquerade": null }
+            ]),
+        ));
+    }
     c
 }
 
-/// The prerouting rules of a bridge-family anti-spoofing table named `table`: a frame
-/// from a port in `@ports` is dropped unless its source MAC is the one in `@macs` for
-/// that port and, for IPv4 and ARP, its source address the one in `@ips`. Shared by
-/// `cella net` and cella-cni, so the rule set is written once.
-pub fn anti_spoof_rules(table: &str) -> Vec<Value> {
-    let iif = json!({ "meta": { "key": "iifname" } });
-    let from_port = json!({ "match": { "op": "==", "left": iif, "right": "@ports" } });
-    let pairs = [
-        (
-            json!({ "protocol": "ether", "field": "saddr" }),
-            "@macs",
-            None,
-        ),
-        (
-            json!({ "protocol": "ip", "field": "saddr" }),
-            "@ips",
-            Some("ip"),
-        ),
-        (
-            json!({ "protocol": "arp", "field": "saddr ip" }),
-            "@ips",
-            Some("arp"),
-        ),
-        (
-            json!({ "protocol": "arp", "field": "saddr ether" }),
-            "@macs",
-            Some("arp"),
-        ),
-    ];
-    pairs
-        .into_iter()
-        .map(|(field, set, ethertype)| {
-            let mut expr = vec![from_port.clone()];
-            if let Some(et) = ethertype {
-                expr.push(json!({ "match": { "op": "==", "left": { "payload": { "protocol": "ether", "field": "type" } }, "right": et } }));
-            }
-            expr.push(json!({ "match": { "op": "!=", "left": { "concat": [iif, { "payload": field }] }, "right": set } }));
-            expr.push(json!({ "drop": null }));
-            json!({ "add": { "rule": { "family": "bridge", "table": table, "chain": "prerouting", "expr": expr } } })
-        })
-        .collect()
+/// The bridge-family anti-spoofing table `table`, in nft's own syntax: created if missing,
+/// its rules reset; elements are kept. A frame from a port in `ports` is dropped unless:
+///
+/// - its source MAC is the port's (`macs`); for IPv4 and ARP, its sender address is the
+///   port's (`ips`);
+/// - for IPv6, its source address is one of the port's (`ips6`: its address and its
+///   link-local address), or `::` for duplicate address detection and MLD reports only;
+/// - a neighbour advertisement names as target one of the port's addresses (`nd6`: the
+///   same addresses, keyed by the raw target field, which nft 1.0 has no name for);
+/// - it is not a router advertisement or a redirect (a container is no router).
+///
+/// Shared by `cella net` and cella-cni, so the rule set is written once.
+pub fn bridge_base_text(table: &str) -> String {
+    let t = format!("bridge {table}");
+    let r = format!("add rule {t} prerouting iifname @ports");
+    format!(
+        "add table {t}
+add set {t} ports {{ type ifname; }}
+add set {t} macs {{ type ifname . ether_addr; }}
+add set {t} ips {{ type ifname . ipv4_addr; }}
+add set {t} ips6 {{ type ifname . ipv6_addr; }}
+add set {t} nd6 {{ typeof iifname . @th,64,128; }}
+add chain {t} prerouting {{ type filter hook prerouting priority -300; policy accept; }}
+flush chain {t} prerouting
+{r} iifname . ether saddr != @macs drop
+{r} ether type ip iifname . ip saddr != @ips drop
+{r} ether type arp iifname . arp saddr ip != @ips drop
+{r} ether type arp iifname . arp saddr ether != @macs drop
+{r} ether type ip6 ip6 saddr :: meta l4proto != ipv6-icmp drop
+{r} ether type ip6 ip6 saddr :: icmpv6 type != {{ nd-neighbor-solicit, mld-listener-report, mld2-listener-report }} drop
+{r} ether type ip6 ip6 saddr != :: iifname . ip6 saddr != @ips6 drop
+{r} icmpv6 type nd-neighbor-advert iifname . @th,64,128 != @nd6 drop
+{r} icmpv6 type {{ nd-router-advert, nd-redirect }} drop
+"
+    )
 }
 
-/// Commands that create cella's bridge-family anti-spoofing table if missing and reset its
-/// rules. Idempotent; elements are kept.
-pub fn bridge_base() -> Vec<Value> {
-    let f = "bridge";
-    let mut c = vec![json!({ "add": { "table": { "family": f, "name": TABLE } } })];
-    c.push(obj("set", f, json!({ "name": "ports", "type": "ifname" })));
-    c.push(obj(
-        "set",
-        f,
-        json!({ "name": "macs", "type": ["ifname", "ether_addr"] }),
-    ));
-    c.push(obj(
-        "set",
-        f,
-        json!({ "name": "ips", "type": ["ifname", "ipv4_addr"] }),
-    ));
-    c.push(obj("chain", f, json!({ "name": "prerouting", "type": "filter", "hook": "prerouting", "prio": -300, "policy": "accept" })));
-    c.push(json!({ "flush": { "chain": { "family": f, "table": TABLE, "name": "prerouting" } } }));
-    c.extend(anti_spoof_rules(TABLE));
-    c
+/// The key of an `nd6` element for `ip`: the 128-bit target field as nft reads it.
+pub fn nd6_key(ip: Ipv6Addr) -> String {
+    format!("0x{:032x}", u128::from(ip))
 }
 
-/// Commands deleting both cella tables, whether they exist or not (each is added, then
+/// The IPv6 link-local address the kernel gives a link with MAC `mac` (modified EUI-64),
+/// which a container's IPv6 traffic on its bridge starts from (neighbour discovery, MLD).
+pub fn link_local(mac: [u8; 6]) -> Ipv6Addr {
+    Ipv6Addr::new(
+        0xfe80,
+        0,
+        0,
+        0,
+        u16::from_be_bytes([mac[0] ^ 0x02, mac[1]]),
+        u16::from_be_bytes([mac[2], 0xff]),
+        u16::from_be_bytes([0xfe, mac[3]]),
+        u16::from_be_bytes([mac[4], mac[5]]),
+    )
+}
+
+/// Commands deleting cella's tables, whether they exist or not (each is added, then
 /// deleted, in the same transaction).
 pub fn drop_tables() -> Vec<Value> {
     let mut c = Vec::new();
-    for f in ["ip", "bridge"] {
+    for f in ["ip", "ip6", "bridge"] {
         c.push(json!({ "add": { "table": { "family": f, "name": TABLE } } }));
         c.push(json!({ "delete": { "table": { "family": f, "name": TABLE } } }));
     }
@@ -389,9 +413,11 @@ fn element(verb: &str, family: &str, set: &str, elem: Value) -> Value {
 /// entries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerRules {
-    /// The container's address.
-    pub ip: Ipv4Addr,
-    /// Host port -> container port forwards.
+    /// The container's IPv4 address, if it has one.
+    pub ip: Option<Ipv4Addr>,
+    /// Its IPv6 address, if it has one.
+    pub ip6: Option<Ipv6Addr>,
+    /// Host port -> container port forwards (for each of its addresses).
     pub forwards: Vec<(Proto, u16, u16)>,
     /// Masquerade the container's traffic.
     pub masquerade: bool,
@@ -399,83 +425,110 @@ pub struct ContainerRules {
     pub anti_spoof: Option<(String, String)>,
 }
 
+/// Listings of cella's tables (see [`list_table`]), for [`ContainerRules::delete`].
+#[derive(Clone, Copy, Debug)]
+pub struct Listings<'a> {
+    /// `ip cella`.
+    pub ip: &'a [Value],
+    /// `ip6 cella`.
+    pub ip6: &'a [Value],
+    /// `bridge cella`.
+    pub bridge: &'a [Value],
+}
+
 impl ContainerRules {
+    /// (nat family, address) for each of the container's addresses.
+    fn families(&self) -> Vec<(&'static str, String)> {
+        let mut v = Vec::new();
+        if let Some(ip) = self.ip {
+            v.push(("ip", ip.to_string()));
+        }
+        if let Some(ip6) = self.ip6 {
+            v.push(("ip6", ip6.to_string()));
+        }
+        v
+    }
+
+    /// (set, element) pairs of the bridge table.
+    fn bridge_elements(&self) -> Vec<(&'static str, Value)> {
+        let Some((port, mac)) = &self.anti_spoof else {
+            return Vec::new();
+        };
+        let mut v = vec![
+            ("ports", json!(port)),
+            ("macs", json!({ "concat": [port, mac] })),
+        ];
+        if let Some(ip) = self.ip {
+            v.push(("ips", json!({ "concat": [port, ip.to_string()] })));
+        }
+        let mut v6: Vec<Ipv6Addr> = crate::netlink::parse_mac(mac)
+            .map(link_local)
+            .into_iter()
+            .collect();
+        v6.extend(self.ip6);
+        for a in v6 {
+            v.push(("ips6", json!({ "concat": [port, a.to_string()] })));
+            v.push(("nd6", json!({ "concat": [port, nd6_key(a)] })));
+        }
+        v
+    }
+
     /// Commands adding this container's elements. `create` fails the whole batch when a
     /// host port is already forwarded.
     pub fn add(&self) -> Vec<Value> {
-        let ip = self.ip.to_string();
         let mut c = Vec::new();
-        for (p, host, cport) in &self.forwards {
-            c.push(element(
-                "create",
-                "ip",
-                &format!("{}_addr", p.name()),
-                json!([host, ip]),
-            ));
-            c.push(element(
-                "create",
-                "ip",
-                &format!("{}_port", p.name()),
-                json!([host, cport]),
-            ));
+        for (f, ip) in self.families() {
+            for (p, host, cport) in &self.forwards {
+                c.push(element(
+                    "create",
+                    f,
+                    &format!("{}_addr", p.name()),
+                    json!([host, ip]),
+                ));
+                c.push(element(
+                    "create",
+                    f,
+                    &format!("{}_port", p.name()),
+                    json!([host, cport]),
+                ));
+            }
+            if self.masquerade {
+                c.push(element("add", f, "masq", json!(ip)));
+            }
         }
-        if self.masquerade {
-            c.push(element("add", "ip", "masq", json!(ip)));
-        }
-        if let Some((port, mac)) = &self.anti_spoof {
-            c.push(element("add", "bridge", "ports", json!(port)));
-            c.push(element(
-                "add",
-                "bridge",
-                "macs",
-                json!({ "concat": [port, mac] }),
-            ));
-            c.push(element(
-                "add",
-                "bridge",
-                "ips",
-                json!({ "concat": [port, ip] }),
-            ));
+        for (set, e) in self.bridge_elements() {
+            c.push(element("add", "bridge", set, e));
         }
         c
     }
 
-    /// Commands deleting this container's elements. When `present` is given (listings of
-    /// the ip and bridge tables), only elements found there, and for forwards only those
-    /// still pointing at this container, are deleted; otherwise all are assumed present.
-    pub fn delete(&self, present: Option<(&[Value], &[Value])>) -> Vec<Value> {
-        let ip = self.ip.to_string();
+    /// Commands deleting this container's elements. When `present` is given, only
+    /// elements found there, and for forwards only those still pointing at this
+    /// container, are deleted; otherwise all are assumed present.
+    pub fn delete(&self, present: Option<Listings<'_>>) -> Vec<Value> {
         let has = |listing: &[Value], set: &str, want: &Value| -> bool {
             elements(listing, set).iter().any(|e| elem_matches(e, want))
         };
         let mut c = Vec::new();
-        for (p, host, cport) in &self.forwards {
-            let addr_set = format!("{}_addr", p.name());
-            let port_set = format!("{}_port", p.name());
-            let keep = match present {
-                Some((nat, _)) => has(nat, &addr_set, &json!([host, ip])),
-                None => true,
-            };
-            if keep {
-                c.push(element("delete", "ip", &addr_set, json!(host)));
-                if present.is_none_or(|(nat, _)| has(nat, &port_set, &json!([host, cport]))) {
-                    c.push(element("delete", "ip", &port_set, json!(host)));
+        for (f, ip) in self.families() {
+            let nat = present.map(|l| if f == "ip6" { l.ip6 } else { l.ip });
+            for (p, host, cport) in &self.forwards {
+                let addr_set = format!("{}_addr", p.name());
+                let port_set = format!("{}_port", p.name());
+                if nat.is_none_or(|nat| has(nat, &addr_set, &json!([host, ip]))) {
+                    c.push(element("delete", f, &addr_set, json!(host)));
+                    if nat.is_none_or(|nat| has(nat, &port_set, &json!([host, cport]))) {
+                        c.push(element("delete", f, &port_set, json!(host)));
+                    }
                 }
             }
+            if self.masquerade && nat.is_none_or(|nat| has(nat, "masq", &json!(ip))) {
+                c.push(element("delete", f, "masq", json!(ip)));
+            }
         }
-        if self.masquerade && present.is_none_or(|(nat, _)| has(nat, "masq", &json!(ip))) {
-            c.push(element("delete", "ip", "masq", json!(ip)));
-        }
-        if let Some((port, mac)) = &self.anti_spoof {
-            let wanted = [
-                ("ports", json!(port)),
-                ("macs", json!({ "concat": [port, mac] })),
-                ("ips", json!({ "concat": [port, ip] })),
-            ];
-            for (set, e) in wanted {
-                if present.is_none_or(|(_, br)| has(br, set, &e)) {
-                    c.push(element("delete", "bridge", set, e));
-                }
+        for (set, e) in self.bridge_elements() {
+            if present.is_none_or(|l| has(l.bridge, set, &e)) {
+                c.push(element("delete", "bridge", set, e));
             }
         }
         c
@@ -498,7 +551,8 @@ mod tests {
 
     fn rules() -> ContainerRules {
         ContainerRules {
-            ip: "10.88.0.2".parse().unwrap(),
+            ip: Some("10.88.0.2".parse().unwrap()),
+            ip6: None,
             forwards: vec![(Proto::Tcp, 8080, 80)],
             masquerade: true,
             anti_spoof: Some(("cv0".into(), "02:ce:0a:58:00:02".into())),
@@ -509,17 +563,43 @@ mod tests {
     fn delete_only_what_is_there_and_ours() {
         let nat = vec![json!({"map": {"name": "tcp_addr", "elem": [[8080, "10.88.0.9"]]}})];
         let br = vec![json!({"set": {"name": "ports", "elem": ["cv0"]}})];
-        let cmds = rules().delete(Some((&nat, &br)));
+        let cmds = rules().delete(Some(Listings {
+            ip: &nat,
+            ip6: &[],
+            bridge: &br,
+        }));
         // The forward now points at another container: left alone. Only the port is ours.
         assert_eq!(cmds.len(), 1, "{cmds:?}");
         assert_eq!(cmds[0]["delete"]["element"]["name"], "ports");
-        assert_eq!(rules().delete(None).len(), 6);
+        // ports, macs, ips, and the link-local address in ips6 and nd6.
+        assert_eq!(rules().delete(None).len(), 8);
+    }
+
+    #[test]
+    fn dual_stack_elements_and_link_local() {
+        let mut r = rules();
+        r.ip6 = Some("fd00:88::2".parse().unwrap());
+        let cmds = r.add();
+        let fams: Vec<_> = cmds
+            .iter()
+            .filter_map(|c| c.get("create").or_else(|| c.get("add")))
+            .map(|e| e["element"]["family"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(fams.iter().filter(|f| *f == "ip6").count(), 3, "{cmds:?}");
+        assert_eq!(
+            link_local([0x02, 0xce, 0x0a, 0x58, 0x00, 0x02]).to_string(),
+            "fe80::ce:aff:fe58:2"
+        );
+        assert_eq!(
+            nd6_key("fd00::2".parse().unwrap()),
+            "0xfd000000000000000000000000000002"
+        );
     }
 
     #[test]
     fn add_uses_create_for_forwards() {
         let cmds = rules().add();
         assert!(cmds[0].get("create").is_some());
-        assert_eq!(cmds.len(), 6);
+        assert_eq!(cmds.len(), 8);
     }
 }

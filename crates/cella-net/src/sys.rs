@@ -109,3 +109,24 @@ pub fn ns_id(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
     };
     Ok((st.st_dev, st.st_ino))
 }
+
+/// Has `cmd`'s process killed when the thread that spawns it dies: an nft started by a
+/// runtime that is killed mid-create must not apply its batch after `delete --force` has
+/// cleaned up. Fails the spawn if the parent died before the request took effect.
+pub fn kill_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the child between fork and exec and calls only prctl and
+    // getppid, which are async-signal-safe and touch no memory of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(io::Error::other("the parent died before nft started"));
+            }
+            Ok(())
+        });
+    }
+}

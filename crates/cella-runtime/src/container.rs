@@ -44,6 +44,7 @@ pub struct Runtime {
     /// `--rootless`: Some(true) tolerates cgroup permission errors, Some(false) never
     /// does, None decides from the process's privileges.
     rootless: Option<bool>,
+    net_paths: cella_net::bridge::Paths,
 }
 
 /// What a successful operation wants the user told (warnings).
@@ -56,7 +57,14 @@ impl Runtime {
             store: Store::new(root),
             systemd_cgroup: false,
             rootless: None,
+            net_paths: cella_net::bridge::Paths::default(),
         }
+    }
+
+    /// Where bridge networks are defined and their state kept (see [`crate::network`]).
+    pub fn with_net_paths(mut self, paths: cella_net::bridge::Paths) -> Runtime {
+        self.net_paths = paths;
+        self
     }
 
     /// Uses the systemd cgroup driver (`--systemd-cgroup`).
@@ -163,6 +171,12 @@ impl Runtime {
             p.caps.effective,
             p.no_new_privs
         ));
+        steps.extend(crate::network::explain(
+            &spec,
+            id,
+            &self.net_paths,
+            self.store.root(),
+        )?);
         steps.extend(plan.warnings.iter().map(|w| format!("warning: {w}")));
         Ok(steps)
     }
@@ -188,7 +202,8 @@ impl Runtime {
             std::fs::canonicalize(&opts.bundle).map_err(Error::io("open bundle", &opts.bundle))?;
         let spec = config::load(&bundle)?;
         let rootfs = config::rootfs_path(&spec, &bundle)?;
-        let plan = config::plan(&spec, &bundle, opts.no_pivot)?;
+        let mut plan = config::plan(&spec, &bundle, opts.no_pivot)?;
+        let net = crate::network::check(&spec, id, &self.net_paths)?;
         let own_console = own_console.filter(|_| opts.console_socket.is_none());
         if plan.process.terminal && opts.console_socket.is_none() && own_console.is_none() {
             return Err(Error::config(
@@ -240,8 +255,21 @@ impl Runtime {
         let locked = self.store.create(id)?;
         locked.save(&st)?;
         let rootless = self.rootless.unwrap_or_else(crate::rootless::rootless);
-        let made =
-            make_cgroup(&locked, &mut st, &resources, rootless, &mut warnings).and_then(|()| {
+        let made = make_cgroup(&locked, &mut st, &resources, rootless, &mut warnings)
+            .and_then(|()| match &net {
+                Some(req) => crate::network::prepare(
+                    &locked,
+                    req,
+                    &self.net_paths,
+                    &spec,
+                    &bundle,
+                    opts.no_pivot,
+                    &mut plan,
+                )
+                .map(|note| warnings.extend(note)),
+                None => Ok(()),
+            })
+            .and_then(|()| {
                 primer.finish();
                 spawn(&plan, &locked, &mut st, opts, own_console, &runtime_hooks)
             });
@@ -526,6 +554,7 @@ fn destroy(locked: Locked, st: &ContainerState) -> Result<()> {
     }
     // Reap init when it is our child (run, or a failed create).
     let _ = sys::waitpid(st.pid, libc::WNOHANG);
+    crate::network::teardown(&locked, st)?;
     locked.remove()
 }
 
@@ -720,6 +749,7 @@ fn spawn(
         }
         if mounts_ready && let Some(pid) = init_pid {
             mounts_ready = false;
+            crate::network::attach(locked, st, pid)?;
             let state = st.hook_json(Status::Creating);
             for (kind, hooks) in runtime_hooks {
                 for (index, h) in hooks.iter().enumerate() {

@@ -103,6 +103,9 @@ pub enum Error {
     /// Protecting the runtime binary failed.
     #[error(transparent)]
     Exe(#[from] cella_isolate::exe::ExeError),
+    /// The container's bridge network failed (see [`crate::network`]).
+    #[error("container network")]
+    Network(#[source] cella_net::container::ContainerNetError),
     /// A failure, and the failures of cleaning up after it.
     #[error("{error}{}", cleanup_text(.cleanup))]
     WithCleanup {

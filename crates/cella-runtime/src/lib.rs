@@ -9,6 +9,7 @@ pub mod exec;
 pub mod features;
 pub mod hooks;
 mod init;
+pub mod network;
 pub mod ops;
 mod resources;
 mod rootless;

@@ -80,7 +80,25 @@ pub fn runtime(cli: &Cli) -> Result<Runtime, NoStateRoot> {
     };
     Ok(Runtime::new(state_root(cli)?)
         .with_systemd_cgroup(cli.systemd_cgroup)
-        .with_rootless(rootless))
+        .with_rootless(rootless)
+        .with_net_paths(net_paths()))
+}
+
+/// Where bridge networks live: the defaults of `cella net`, or the directories named by
+/// `CELLA_NET_STATE_DIR`, `CELLA_NET_IPAM_DIR` and `CELLA_NET_NETWORK_DIR` (what
+/// `--state-dir`, `--ipam-dir` and `--network-dir` of `cella net` set).
+fn net_paths() -> cella_net::bridge::Paths {
+    let mut p = cella_net::bridge::Paths::default();
+    for (var, dir) in [
+        ("CELLA_NET_STATE_DIR", &mut p.state_dir),
+        ("CELLA_NET_IPAM_DIR", &mut p.ipam_dir),
+        ("CELLA_NET_NETWORK_DIR", &mut p.network_dir),
+    ] {
+        if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+            *dir = v.into();
+        }
+    }
+    p
 }
 
 /// Prints warnings a library handed back.

@@ -32,6 +32,9 @@ pub enum NetCommand {
     /// Policy-routing rules.
     #[command(subcommand)]
     Rule(Box<RuleCmd>),
+    /// Named bridge networks, for `org.cella.net.network` in a bundle's annotations.
+    #[command(subcommand)]
+    Network(Box<NetworkCmd>),
     /// Attach a container's network namespace to a bridge network.
     Attach(Box<AttachArgs>),
     /// Remove what `attach` made for a container.
@@ -52,6 +55,49 @@ pub enum NetCommand {
     Dns(Box<DnsCmd>),
     /// Find, layer by layer, why a container cannot resolve or reach a name.
     Doctor(Box<DoctorArgs>),
+}
+
+/// `cella net network ...`
+#[derive(clap::Subcommand, Debug)]
+pub enum NetworkCmd {
+    /// Define a network (nothing is made until a container uses it).
+    Create(Box<NetworkCreateArgs>),
+    /// Remove a network's definition (refused while a container uses it).
+    #[command(alias = "remove", alias = "del")]
+    Rm {
+        /// The network.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List the defined networks as JSON.
+    #[command(alias = "ls")]
+    List(StoreArgs),
+}
+
+/// `cella net network create`
+#[derive(clap::Args, Debug)]
+pub struct NetworkCreateArgs {
+    /// The network's name.
+    name: String,
+    /// Its subnet, e.g. 10.88.0.0/16 or fd00:88::/64; given twice (one of each family)
+    /// for dual stack. The first address of each is the gateway.
+    #[arg(long, required = true, num_args = 1)]
+    subnet: Vec<String>,
+    /// The bridge; default: the network's name (at most 15 characters).
+    #[arg(long)]
+    bridge: Option<String>,
+    /// Masquerade the containers' outgoing traffic.
+    #[arg(long)]
+    masquerade: bool,
+    /// Drop frames from a container with a source MAC or IP other than its own.
+    #[arg(long = "anti-spoof")]
+    anti_spoof: bool,
+    /// MTU.
+    #[arg(long)]
+    mtu: Option<u32>,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 /// `cella net dns ...`
@@ -421,6 +467,9 @@ pub struct StoreArgs {
     /// IPAM lease directory.
     #[arg(long = "ipam-dir", default_value = cella_net::ipam::DEFAULT_IPAM_DIR)]
     ipam_dir: PathBuf,
+    /// Network definition directory.
+    #[arg(long = "network-dir", default_value = cella_net::network::DEFAULT_NETWORK_DIR)]
+    network_dir: PathBuf,
 }
 
 impl StoreArgs {
@@ -428,6 +477,7 @@ impl StoreArgs {
         Paths {
             state_dir: self.state_dir.clone(),
             ipam_dir: self.ipam_dir.clone(),
+            network_dir: self.network_dir.clone(),
         }
     }
 }
@@ -441,9 +491,10 @@ pub struct AttachArgs {
     /// Bridge in the current namespace (created when missing).
     #[arg(long)]
     bridge: String,
-    /// Subnet of the bridge, e.g. 10.88.0.0/16; the first address is the gateway.
-    #[arg(long)]
-    subnet: String,
+    /// Subnet of the bridge, e.g. 10.88.0.0/16 or fd00:88::/64; given twice (one of each
+    /// family) for dual stack. The first address of each is the gateway.
+    #[arg(long, required = true, num_args = 1)]
+    subnet: Vec<String>,
     /// Attachment id; default: derived from --netns.
     #[arg(long)]
     id: Option<String>,
@@ -491,6 +542,19 @@ fn id_for(netns: &str) -> String {
         })
         .collect();
     s.trim_start_matches(['_', '.']).to_string()
+}
+
+/// `--subnet` given once (IPv4 or IPv6-only) or twice (dual stack, in either order).
+fn subnets(given: &[String]) -> Result<(IpNet, Option<IpNet>), Box<dyn std::error::Error>> {
+    let nets = given
+        .iter()
+        .map(|s| s.parse::<IpNet>())
+        .collect::<Result<Vec<_>, _>>()?;
+    match nets.as_slice() {
+        [one] => Ok((*one, None)),
+        [v4, v6] | [v6, v4] if v4.addr.is_ipv4() && v6.addr.is_ipv6() => Ok((*v4, Some(*v6))),
+        _ => Err("--subnet: give one subnet (IPv4 or IPv6), or one of each for dual stack".into()),
+    }
 }
 
 fn handle(ns: &Option<String>) -> Result<Netlink, Box<dyn std::error::Error>> {
@@ -829,7 +893,7 @@ pub fn run(cmd: &NetCommand, cli: &Cli) -> CmdResult {
             }
         },
         NetCommand::Attach(a) => {
-            let subnet: IpNet = a.subnet.parse()?;
+            let (subnet, subnet6) = subnets(&a.subnet)?;
             let publish = a
                 .publish
                 .iter()
@@ -840,6 +904,7 @@ pub fn run(cmd: &NetCommand, cli: &Cli) -> CmdResult {
                 netns: NetnsRef::parse(&a.netns),
                 bridge: a.bridge.clone(),
                 subnet,
+                subnet6,
                 ifname: a.ifname.clone(),
                 mtu: a.mtu,
                 publish,
@@ -882,6 +947,25 @@ pub fn run(cmd: &NetCommand, cli: &Cli) -> CmdResult {
             );
         }
         NetCommand::Disconnect { id, store } => p2p::disconnect(&store.paths(), id)?,
+        NetCommand::Network(c) => match c.as_ref() {
+            NetworkCmd::Create(a) => {
+                let net = cella_net::network::Network {
+                    name: a.name.clone(),
+                    bridge: a.bridge.clone().unwrap_or_else(|| a.name.clone()),
+                    subnet: subnets(&a.subnet)?.0,
+                    subnet6: subnets(&a.subnet)?.1,
+                    masquerade: a.masquerade,
+                    anti_spoof: a.anti_spoof,
+                    mtu: a.mtu,
+                };
+                cella_net::network::create(&a.store.paths(), &net)?;
+            }
+            NetworkCmd::Rm { name, store } => cella_net::network::remove(&store.paths(), name)?,
+            NetworkCmd::List(s) => println!(
+                "{}",
+                serde_json::to_string_pretty(&cella_net::network::list(&s.paths())?)?
+            ),
+        },
         NetCommand::Attachments(s) => {
             println!(
                 "{}",
