@@ -171,6 +171,9 @@ fn init_main(plan: &InitPlan, cx: &InitContext<'_>) -> Step<std::convert::Infall
     if cx.late_cgroupns {
         sys::unshare(libc::CLONE_NEWCGROUP).map_err(fail("unshare", b"cgroup namespace"))?;
     }
+    if plan.new_ns & libc::CLONE_NEWNET != 0 {
+        sys::loopback_up().map_err(fail("set up", b"lo in the new network namespace"))?;
+    }
     if let Some(h) = &plan.hostname {
         sys::sethostname(h).map_err(fail("sethostname", h))?;
     }
