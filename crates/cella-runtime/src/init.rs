@@ -427,7 +427,8 @@ fn set_process_attrs(p: &ProcessPlan) -> Step<()> {
             .map_err(fail("write", b"/proc/self/oom_score_adj"))?;
     }
     for r in &p.rlimits {
-        r.apply().map_err(fail("setrlimit", b"process.rlimits"))?;
+        r.apply()
+            .map_err(fail("setrlimit process.rlimits", r.name().as_bytes()))?;
     }
     if let Some((class, level)) = p.io_priority {
         cella_isolate::creds::set_io_priority(class, level)
