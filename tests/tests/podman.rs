@@ -105,6 +105,21 @@ fn run_it_gets_a_terminal_of_the_callers_size() {
 }
 
 #[test]
+fn exec_it_gets_a_terminal_through_the_console_socket() {
+    let Some(p) = podman() else { return };
+    p.run_detached("d", &["--network", "none"]);
+    let cmd = p.cmd(["exec", "-it", "d", "sh", "-c", "tty; stty size; echo $TERM"]);
+    let (out, code) = run_in_pty(cmd, 30, 90, Duration::from_secs(60));
+    assert_eq!(code, 0, "output: {out}");
+    let lines: Vec<&str> = out.lines().map(str::trim_end).collect();
+    assert!(lines.contains(&"/dev/pts/0"), "tty: {out:?}");
+    assert!(lines.contains(&"30 90"), "stty size: {out:?}");
+    assert!(lines.contains(&"xterm"), "TERM: {out:?}");
+    p.ok(["rm", "-f", "-t", "0", "d"]);
+    assert_nothing_left(&p);
+}
+
+#[test]
 fn detached_exec_stop_rm() {
     let Some(p) = podman() else { return };
     let id = p.run_detached("d", &["--network", "none"]);
