@@ -159,6 +159,12 @@ fn run_hooks(kind: &str, hooks: &[oci_spec::runtime::Hook], state: &[u8]) -> Ste
 /// init proper: from the new namespaces to exec.
 fn init_main(plan: &InitPlan, cx: &InitContext<'_>) -> Step<std::convert::Infallible> {
     let ch = cx.channel;
+    if cx.console.is_some() {
+        // The pty becomes init's stdio at start; until then init must not hold the
+        // caller's: containerd's shim reads `create`'s output to EOF (runc's init has
+        // /dev/null there), and would wait for the container to exit.
+        null_stdio().map_err(fail("open", b"/dev/null as stdio"))?;
+    }
     if cx.fast && plan.new_ns & libc::CLONE_NEWUSER != 0 {
         userns_handshake(cx)?;
     }
@@ -304,6 +310,16 @@ fn init_main(plan: &InitPlan, cx: &InitContext<'_>) -> Step<std::convert::Infall
     // SAFETY: writing a static buffer to fd 2.
     unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
     sys::exit_now(127)
+}
+
+/// Points stdin, stdout and stderr at /dev/null.
+fn null_stdio() -> io::Result<()> {
+    use sys::AsFdRef;
+    let null = sys::open(c"/dev/null", libc::O_RDWR | libc::O_CLOEXEC, 0)?;
+    for fd in 0..3 {
+        sys::dup2(null.as_fd_ref(), fd)?;
+    }
+    Ok(())
 }
 
 /// Loads the filter; with SCMP_ACT_NOTIFY, hands the listener fd to the agent.
