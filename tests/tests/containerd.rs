@@ -2,7 +2,7 @@
 //! `ctr run --runc-binary <cella>`, with a daemon of the test's own (see
 //! cella_tests::engines::Containerd).
 
-use cella_tests::engines::{Containerd, IMAGE, cgroup_dirs};
+use cella_tests::engines::{Containerd, IMAGE, cgroup_dirs, run_in_pty};
 use cella_tests::{cella_bin, require_root, require_tool, show};
 use std::ffi::OsString;
 use std::fs;
@@ -130,4 +130,22 @@ fn pause_and_resume_freeze_the_task() {
     c.ctr_ok(["task", "delete", "fz"]);
     c.ctr_ok(["container", "delete", "fz"]);
     assert_no_runtime_state(&c, "fz");
+}
+
+#[test]
+fn run_with_a_terminal_returns_and_keeps_the_exit_status() {
+    let Some(c) = containerd() else { return };
+    // With -t the shim reads `create`'s output to its end: the container must not
+    // hold that pipe, or this hangs until the container exits (it never would here).
+    let cmd = c.ctr_cmd(run_args(
+        &["-t", "--rm"],
+        "tty",
+        &["sh", "-c", "tty; test -t 1 && echo stdout-is-tty; exit 5"],
+    ));
+    let (out, code) = run_in_pty(cmd, 30, 90, Duration::from_secs(60));
+    assert_eq!(code, 5, "output: {out:?}");
+    let lines: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
+    assert!(lines.contains(&"/dev/pts/0"), "{out:?}");
+    assert!(lines.contains(&"stdout-is-tty"), "{out:?}");
+    assert_no_runtime_state(&c, "tty");
 }
