@@ -428,3 +428,9 @@ pub fn loopback_up() -> io::Result<()> {
     // SAFETY: `req` is a live ifreq the kernel reads for the duration of the call.
     check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) }).map(drop)
 }
+
+/// setsid(2): a new session and process group, led by the caller.
+pub fn setsid() -> io::Result<()> {
+    // SAFETY: setsid takes no arguments and touches no memory.
+    check(unsafe { libc::setsid() }).map(drop)
+}

@@ -165,6 +165,10 @@ fn init_main(plan: &InitPlan, cx: &InitContext<'_>) -> Step<std::convert::Infall
         // /dev/null there), and would wait for the container to exit.
         null_stdio().map_err(fail("open", b"/dev/null as stdio"))?;
     }
+    // A session and process group of its own, as runc's and crun's init have: conmon
+    // ends a `podman run --timeout` container with kill(-pgid), which would otherwise
+    // hit conmon itself before it records the exit.
+    sys::setsid().map_err(fail("setsid", b"for init"))?;
     if cx.fast && plan.new_ns & libc::CLONE_NEWUSER != 0 {
         userns_handshake(cx)?;
     }
