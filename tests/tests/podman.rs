@@ -142,6 +142,22 @@ fn detached_exec_stop_rm() {
 }
 
 #[test]
+fn timeout_kills_the_container_and_podman_records_it() {
+    let Some(p) = podman() else { return };
+    // conmon ends the container with kill(-pgid): init needs a process group of its
+    // own (runc and crun give it one), or conmon kills itself first.
+    let out = p.run(&["--network", "none", "--timeout", "1"], &["sleep", "30"]);
+    assert_eq!(out.status.code(), Some(255), "{}", show(&out));
+    let pgid = run_ok(&p, &[], &["sh", "-c", "cut -d' ' -f5,6 /proc/self/stat"]);
+    assert_eq!(
+        pgid.trim(),
+        "1 1",
+        "pgid and session of the container's init"
+    );
+    assert_nothing_left(&p);
+}
+
+#[test]
 fn pause_and_unpause_freeze_the_cgroup() {
     let Some(p) = podman() else { return };
     let id = p.run_detached("d", &["--network", "none"]);
