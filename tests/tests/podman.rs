@@ -158,6 +158,34 @@ fn timeout_kills_the_container_and_podman_records_it() {
 }
 
 #[test]
+fn joins_another_containers_namespaces() {
+    let Some(p) = podman() else { return };
+    p.run_detached("host", &["--network", "none", "--hostname", "first"]);
+    // Podman hands the runtime namespace paths (/proc/PID/ns/...) to join.
+    let out = run_ok(
+        &p,
+        &[
+            "--pid",
+            "container:host",
+            "--uts",
+            "container:host",
+            "--ipc",
+            "container:host",
+        ],
+        &["sh", "-c", "hostname; cat /proc/1/cmdline | tr '\\0' ' '"],
+    );
+    assert_eq!(out, "first\nsleep 1000 ");
+    let out = p.run(
+        &["--network", "container:host"],
+        &["sh", "-c", "ip -o link | cut -d' ' -f2"],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(stdout(&out), "lo:\n");
+    p.ok(["rm", "-f", "-t", "0", "host"]);
+    assert_nothing_left(&p);
+}
+
+#[test]
 fn pause_and_unpause_freeze_the_cgroup() {
     let Some(p) = podman() else { return };
     let id = p.run_detached("d", &["--network", "none"]);
