@@ -155,6 +155,10 @@ fn timeout_kills_the_container_and_podman_records_it() {
         "pgid and session of the container's init"
     );
     assert_nothing_left(&p);
+    if let Some(c) = podman_crun() {
+        let out = c.run(&["--network", "none", "--timeout", "1"], &["sleep", "30"]);
+        assert_eq!(out.status.code(), Some(255), "crun: {}", show(&out));
+    }
 }
 
 #[test]
@@ -512,4 +516,8 @@ fn memory_limit_below_what_init_needs_is_reported() {
         "{err}"
     );
     assert_nothing_left(&p);
+    if let Some(c) = podman_crun() {
+        let out = c.run(&["--network", "none", "--memory", "100k"], &["true"]);
+        assert_eq!(out.status.code(), Some(126), "crun: {}", show(&out));
+    }
 }
