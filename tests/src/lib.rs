@@ -6,6 +6,8 @@
 //! run prints `SKIPPED: <why>` and returns; under `CI=true` it panics, so a skip can never
 //! pass as a success there.
 
+pub mod engines;
+
 use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;

@@ -405,3 +405,32 @@ pub fn dup2(from: BorrowedFd<'_>, to: RawFd) -> io::Result<()> {
     // SAFETY: integer arguments; `to` is a stdio slot the caller means to replace.
     check(unsafe { libc::dup2(from.as_raw_fd(), to) }).map(drop)
 }
+
+/// Sets the loopback link `lo` of the current network namespace up: a namespace the
+/// runtime creates has it down, and runc and crun bring it up (Podman's `--network
+/// none` relies on it for 127.0.0.1).
+pub fn loopback_up() -> io::Result<()> {
+    // SAFETY: socket(2) takes integer arguments only.
+    let fd =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data for which all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: `req` is a live ifreq with a NUL-terminated name that the kernel fills in
+    // for the duration of the call.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
+    // SAFETY: SIOCGIFFLAGS has just written the flags member of the union.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: `req` is a live ifreq the kernel reads for the duration of the call.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) }).map(drop)
+}
+
+/// setsid(2): a new session and process group, led by the caller.
+pub fn setsid() -> io::Result<()> {
+    // SAFETY: setsid takes no arguments and touches no memory.
+    check(unsafe { libc::setsid() }).map(drop)
+}

@@ -734,10 +734,14 @@ fn spawn(
             }
             None => {
                 reap(first, init_pid);
-                return Err(Error::Sys(
-                    "init",
-                    io::Error::other("exited without a word"),
-                ));
+                // A memory limit below what init needs gets it OOM-killed before it
+                // can say anything (podman `--memory 100k`): say so.
+                let why = if cg.as_ref().is_some_and(|c| crate::ops::oom_kills(c) > 0) {
+                    "was killed by the OOM killer: linux.resources.memory.limit is too low"
+                } else {
+                    "exited without a word"
+                };
+                return Err(Error::Sys("init", io::Error::other(why)));
             }
         }
         if need_cgroup && init_pid.is_some() {

@@ -159,6 +159,16 @@ fn run_hooks(kind: &str, hooks: &[oci_spec::runtime::Hook], state: &[u8]) -> Ste
 /// init proper: from the new namespaces to exec.
 fn init_main(plan: &InitPlan, cx: &InitContext<'_>) -> Step<std::convert::Infallible> {
     let ch = cx.channel;
+    if cx.console.is_some() {
+        // The pty becomes init's stdio at start; until then init must not hold the
+        // caller's: containerd's shim reads `create`'s output to EOF (runc's init has
+        // /dev/null there), and would wait for the container to exit.
+        null_stdio().map_err(fail("open", b"/dev/null as stdio"))?;
+    }
+    // A session and process group of its own, as runc's and crun's init have: conmon
+    // ends a `podman run --timeout` container with kill(-pgid), which would otherwise
+    // hit conmon itself before it records the exit.
+    sys::setsid().map_err(fail("setsid", b"for init"))?;
     if cx.fast && plan.new_ns & libc::CLONE_NEWUSER != 0 {
         userns_handshake(cx)?;
     }
@@ -170,6 +180,9 @@ fn init_main(plan: &InitPlan, cx: &InitContext<'_>) -> Step<std::convert::Infall
         .map_err(fail("wait for", b"the cgroup"))?;
     if cx.late_cgroupns {
         sys::unshare(libc::CLONE_NEWCGROUP).map_err(fail("unshare", b"cgroup namespace"))?;
+    }
+    if plan.new_ns & libc::CLONE_NEWNET != 0 {
+        sys::loopback_up().map_err(fail("set up", b"lo in the new network namespace"))?;
     }
     if let Some(h) = &plan.hostname {
         sys::sethostname(h).map_err(fail("sethostname", h))?;
@@ -303,6 +316,16 @@ fn init_main(plan: &InitPlan, cx: &InitContext<'_>) -> Step<std::convert::Infall
     sys::exit_now(127)
 }
 
+/// Points stdin, stdout and stderr at /dev/null.
+fn null_stdio() -> io::Result<()> {
+    use sys::AsFdRef;
+    let null = sys::open(c"/dev/null", libc::O_RDWR | libc::O_CLOEXEC, 0)?;
+    for fd in 0..3 {
+        sys::dup2(null.as_fd_ref(), fd)?;
+    }
+    Ok(())
+}
+
 /// Loads the filter; with SCMP_ACT_NOTIFY, hands the listener fd to the agent.
 fn install_seccomp(
     plan: &InitPlan,
@@ -424,7 +447,8 @@ fn set_process_attrs(p: &ProcessPlan) -> Step<()> {
             .map_err(fail("write", b"/proc/self/oom_score_adj"))?;
     }
     for r in &p.rlimits {
-        r.apply().map_err(fail("setrlimit", b"process.rlimits"))?;
+        r.apply()
+            .map_err(fail("setrlimit process.rlimits", r.name().as_bytes()))?;
     }
     if let Some((class, level)) = p.io_priority {
         cella_isolate::creds::set_io_priority(class, level)

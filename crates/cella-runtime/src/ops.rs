@@ -193,7 +193,7 @@ fn with_current_limit(cg: &cella_cgroups::Cgroup, res: &LinuxResources) -> Linux
 
 /// How many processes the OOM killer has killed in the cgroup (v1 memory.oom_control
 /// or v2 memory.events `oom_kill`); 0 when unknown.
-fn oom_kills(cg: &cella_cgroups::Cgroup) -> u64 {
+pub(crate) fn oom_kills(cg: &cella_cgroups::Cgroup) -> u64 {
     let file = match (cg.v1_dir("memory"), cg.unified_dir()) {
         (Some(d), _) => d.join("memory.oom_control"),
         (None, Some(d)) => d.join("memory.events"),
