@@ -8,13 +8,13 @@
 # container stays attached during the runs, so the numbers are per container on an
 # existing bridge. Needs root, iproute2, nftables, util-linux (nsenter),
 # containernetworking-plugins and a built cella-cni (CELLA_CNI=path, default
-# target/release/cella-cni).
+# target/<host triple>/release/cella-cni).
 #
 #   sudo bench/cni.sh [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-30}
-CELLA_CNI=${CELLA_CNI:-target/release/cella-cni}
+CELLA_CNI=${CELLA_CNI:-target/$(rustc -vV | sed -n 's/^host: //p')/release/cella-cni}
 CNI_PATH=${CNI_PATH:-/usr/lib/cni}
 [ -x "$CELLA_CNI" ] || { echo "bench/cni.sh: build cella-cni first (cargo build --release -p cella-cni)" >&2; exit 1; }
 for p in bridge host-local portmap; do

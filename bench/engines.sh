@@ -23,7 +23,7 @@ for p in podman crun runc busybox-static; do
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null; }
 done
 cargo build --release --quiet -p cella
-cella=$PWD/target/release/cella
+cella=$PWD/target/$(rustc -vV | sed -n 's/^host: //p')/release/cella
 
 # Short path: podman limits its run root to 50 characters.
 work=$(mktemp -d /tmp/cella-eb.XXXXXX)

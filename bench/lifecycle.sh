@@ -18,10 +18,11 @@ for p in crun runc busybox-static; do
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null; }
 done
 cargo build --release --quiet -p cella
+cella=$PWD/target/$(rustc -vV | sed -n 's/^host: //p')/release/cella
 work=$(mktemp -d /tmp/cella-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 gcc -O2 -o "$work/rss-run" bench/rss-run.c
-python3 bench/lifecycle.py --make-bundle "$work/bundle" --cella target/release/cella \
+python3 bench/lifecycle.py --make-bundle "$work/bundle" --cella "$cella" \
   --seccomp crates/cella-seccomp/tests/data/docker-like.json
 : > "$work/empty"
 # State roots on a tmpfs, as /run is on real hosts: on a disk filesystem every
@@ -36,4 +37,4 @@ run_private() {
     shift 2; exec "$@"' sh "$work/empty" "$work/state" "$@"
 }
 run_private python3 bench/lifecycle.py --bundle "$work/bundle" --work "$work/state" -n "$n" --rss-run "$work/rss-run" \
-  cella="$PWD/target/release/cella" crun="$(command -v crun)" runc="$(command -v runc)"
+  cella="$cella" crun="$(command -v crun)" runc="$(command -v runc)"

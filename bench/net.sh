@@ -6,7 +6,7 @@
 # Everything happens inside a throwaway network namespace used as the "host"; nothing
 # outside it changes. A warm container stays attached during the runs, so the numbers are
 # per container on an existing bridge. Needs root, iproute2, nftables, util-linux (nsenter),
-# containernetworking-plugins and a built cella (CELLA=path, default target/release/cella).
+# containernetworking-plugins and a built cella (CELLA=path, default target/<host triple>/release/cella).
 #
 #   sudo bench/net.sh [RUNS]
 #
@@ -23,7 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-30}
-CELLA=${CELLA:-target/release/cella}
+CELLA=${CELLA:-target/$(rustc -vV | sed -n 's/^host: //p')/release/cella}
 CNI_PATH=${CNI_PATH:-/usr/lib/cni}
 [ -x "$CELLA" ] || { echo "bench/net.sh: build cella first (cargo build --release)" >&2; exit 1; }
 for p in bridge host-local portmap; do

@@ -17,7 +17,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 cargo build --release -q -p cella
-cella=$PWD/target/release/cella
+cella=$PWD/target/$(rustc -vV | sed -n 's/^host: //p')/release/cella
 
 pids=()
 cleanup() {

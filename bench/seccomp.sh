@@ -11,7 +11,7 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
 cargo build -q --release -p cella-seccomp --example seccomp_bench
-BIN=target/release/examples/seccomp_bench
+BIN=target/$(rustc -vV | sed -n 's/^host: //p')/release/examples/seccomp_bench
 
 # libseccomp's program for the same profile (runc's way of adding rules).
 /usr/bin/python3 crates/cella-seccomp/tests/data/libseccomp_export.py "$PROFILE" "$WORK/libseccomp.bpf" >/dev/null
