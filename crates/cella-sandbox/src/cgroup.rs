@@ -1,0 +1,158 @@
+//! The sandbox's cgroup: only the controllers the sandbox reads or limits (memory, pids,
+//! cpuacct, freezer on v1; the one directory on v2), so a run pays for as few cgroup
+//! migrations as possible. Limits go through `cella_cgroups::Cgroup::apply`; the
+//! counters that show a breach (OOM kills, pids.max hits, CPU time, memory peak) are read
+//! here directly.
+
+use std::path::{Path, PathBuf};
+
+use cella_cgroups::{Cgroup, CgroupError, Layout};
+use oci_spec::runtime::{LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder};
+
+/// The controllers the sandbox needs from a v1 or hybrid host.
+const V1_NEEDED: &[&str] = &["memory", "pids", "cpuacct", "freezer"];
+
+/// A created sandbox cgroup. Destroyed explicitly with [`SandboxCgroup::destroy`].
+#[derive(Debug)]
+pub(crate) struct SandboxCgroup {
+    pub(crate) cg: Cgroup,
+}
+
+/// What the counters say at the end of a run.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Counters {
+    pub(crate) cpu_ns: Option<u64>,
+    pub(crate) memory_peak: Option<u64>,
+    pub(crate) oom_kills: u64,
+    pub(crate) pids_max_hits: u64,
+}
+
+fn read_u64(p: &Path) -> Option<u64> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+fn keyed(p: &Path, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(p).ok()?;
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+impl SandboxCgroup {
+    /// Plans, creates and limits `/cella-sandbox/<id>`.
+    pub(crate) fn create(
+        id: &str,
+        memory: Option<u64>,
+        pids: Option<u64>,
+    ) -> Result<SandboxCgroup, CgroupError> {
+        let mut cg = Cgroup::new(Some(&format!("/cella-sandbox/{id}")), id, false)?;
+        if cg.layout != Layout::Unified {
+            cg.v1
+                .retain(|d| d.controllers.iter().any(|c| V1_NEEDED.contains(&c.as_str())));
+            cg.unified = None;
+        }
+        let sc = SandboxCgroup { cg };
+        sc.cg.create()?;
+        let mut res = LinuxResourcesBuilder::default();
+        if let Some(m) = memory {
+            let m = m as i64;
+            let mut mem = LinuxMemoryBuilder::default().limit(m);
+            // No swap either, where the kernel accounts it.
+            if sc.swap_accounted() {
+                mem = mem.swap(m);
+            }
+            res = res.memory(mem.build().expect("memory fields are set"));
+        }
+        if let Some(p) = pids {
+            res = res.pids(
+                LinuxPidsBuilder::default()
+                    .limit(p as i64)
+                    .build()
+                    .expect("pids fields are set"),
+            );
+        }
+        let res = res.build().expect("resource fields are set");
+        if let Err(e) = sc.cg.apply(&res) {
+            let _ = sc.cg.destroy();
+            return Err(e);
+        }
+        Ok(sc)
+    }
+
+    fn swap_accounted(&self) -> bool {
+        match self.cg.layout {
+            Layout::Unified => self
+                .cg
+                .unified_dir()
+                .is_some_and(|d| d.join("memory.swap.max").exists()),
+            _ => self
+                .cg
+                .v1_dir("memory")
+                .is_some_and(|d| d.join("memory.memsw.limit_in_bytes").exists()),
+        }
+    }
+
+    fn dir(&self, v1_controller: &str) -> Option<PathBuf> {
+        match self.cg.layout {
+            Layout::Unified => self.cg.unified_dir().map(Path::to_owned),
+            _ => self.cg.v1_dir(v1_controller).map(Path::to_owned),
+        }
+    }
+
+    /// CPU time used by every process of the sandbox so far, in nanoseconds.
+    pub(crate) fn cpu_ns(&self) -> Option<u64> {
+        let d = self.dir("cpuacct")?;
+        match self.cg.layout {
+            Layout::Unified => keyed(&d.join("cpu.stat"), "usage_usec").map(|u| u * 1000),
+            _ => read_u64(&d.join("cpuacct.usage")),
+        }
+    }
+
+    /// How many times a fork failed on pids.max.
+    pub(crate) fn pids_max_hits(&self) -> u64 {
+        self.dir("pids")
+            .and_then(|d| keyed(&d.join("pids.events"), "max"))
+            .unwrap_or(0)
+    }
+
+    /// Every counter the verdict needs.
+    pub(crate) fn counters(&self) -> Counters {
+        let mut c = Counters {
+            cpu_ns: self.cpu_ns(),
+            pids_max_hits: self.pids_max_hits(),
+            ..Counters::default()
+        };
+        if let Some(d) = self.dir("memory") {
+            match self.cg.layout {
+                Layout::Unified => {
+                    c.memory_peak = read_u64(&d.join("memory.peak"));
+                    c.oom_kills = keyed(&d.join("memory.events"), "oom_kill").unwrap_or(0);
+                }
+                _ => {
+                    c.memory_peak = read_u64(&d.join("memory.max_usage_in_bytes"));
+                    c.oom_kills = keyed(&d.join("memory.oom_control"), "oom_kill").unwrap_or(0);
+                }
+            }
+        }
+        c
+    }
+
+    /// An fd of the cgroup for clone3's CLONE_INTO_CGROUP (pure v2 only).
+    pub(crate) fn clone_fd(&self) -> Result<Option<std::os::fd::OwnedFd>, CgroupError> {
+        self.cg.open_unified_dir()
+    }
+
+    /// Moves `pid` in, where clone3 could not place it directly.
+    pub(crate) fn add(&self, pid: i32) -> Result<(), CgroupError> {
+        if self.cg.layout == Layout::Unified {
+            return Ok(());
+        }
+        self.cg.add_process(pid)
+    }
+
+    /// Kills whatever is left and removes the directories.
+    pub(crate) fn destroy(&self) -> Result<(), CgroupError> {
+        self.cg.destroy()
+    }
+}

@@ -1,0 +1,208 @@
+//! `cella sandbox`: run an untrusted program with hard limits, a syscall allowlist, a
+//! verdict and a minimal audit log (see docs/sandbox.md). One run, or a batch.
+
+use crate::Cli;
+use crate::commands::CmdResult;
+use cella_sandbox::{Bind, Limits, Options, SeccompMode, Verdict};
+use std::path::PathBuf;
+
+/// Run untrusted code: isolated, confined, bounded, judged and audited.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Exit status: the program's (OK, RE: its code or 128+signal), \
+TLE 124, MLE 123, OLE 122, SV 121, IE 120.")]
+pub struct SandboxArgs {
+    /// Root directory of the sandbox (default: the host's root, read-only).
+    #[arg(long, value_name = "DIR")]
+    rootfs: Option<PathBuf>,
+    /// Bind-mount SRC at DST (default: the same path), writable.
+    #[arg(long, value_name = "SRC[:DST]")]
+    bind: Vec<String>,
+    /// Bind-mount SRC at DST (default: the same path), read-only.
+    #[arg(long = "ro-bind", value_name = "SRC[:DST]")]
+    ro_bind: Vec<String>,
+    /// Writable work directory: an overlay of DIR whose changes stay in the sandbox,
+    /// mounted at DST (default: the same path); the program starts there (else /tmp).
+    #[arg(long, value_name = "DIR[:DST]")]
+    workdir: Option<String>,
+    /// Set an environment variable (the host's environment is not passed on).
+    #[arg(long, value_name = "K=V")]
+    env: Vec<String>,
+    /// CPU time limit of all processes together, seconds.
+    #[arg(long = "cpu-time", value_name = "SECS", value_parser = cella_sandbox::parse_seconds)]
+    cpu_time: Option<std::time::Duration>,
+    /// Wall-clock limit, seconds.
+    #[arg(long = "wall-time", value_name = "SECS", value_parser = cella_sandbox::parse_seconds)]
+    wall_time: Option<std::time::Duration>,
+    /// Memory limit (e.g. 256M).
+    #[arg(long, value_name = "SIZE", value_parser = cella_sandbox::parse_size)]
+    memory: Option<u64>,
+    /// Processes and threads at once.
+    #[arg(long, value_name = "N")]
+    pids: Option<u64>,
+    /// Limit of stdout and stderr together.
+    #[arg(long = "output-limit", value_name = "SIZE", value_parser = cella_sandbox::parse_size)]
+    output_limit: Option<u64>,
+    /// Largest file the program may write.
+    #[arg(long = "file-size", value_name = "SIZE", value_parser = cella_sandbox::parse_size)]
+    file_size: Option<u64>,
+    /// Open descriptors per process.
+    #[arg(long = "open-files", value_name = "N")]
+    open_files: Option<u64>,
+    /// Stack size.
+    #[arg(long, value_name = "SIZE", value_parser = cella_sandbox::parse_size)]
+    stack: Option<u64>,
+    /// Seccomp profile: default (built-in allowlist), unconfined, or an OCI profile file.
+    #[arg(long, value_name = "FILE|default|unconfined", default_value = "default")]
+    seccomp: String,
+    /// Network: none (a private loopback only).
+    #[arg(long, value_name = "MODE", default_value = "none")]
+    net: String,
+    /// Write the verdict JSON here (`-` for stderr).
+    #[arg(long, value_name = "FILE")]
+    result: Option<String>,
+    /// The program's stdin (default: cella's).
+    #[arg(long, value_name = "FILE")]
+    stdin: Option<PathBuf>,
+    /// Write the program's stdout here (default: cella's stdout).
+    #[arg(long, value_name = "FILE")]
+    stdout: Option<PathBuf>,
+    /// Write the program's stderr here (default: cella's stderr).
+    #[arg(long, value_name = "FILE")]
+    stderr: Option<PathBuf>,
+    /// Append audit records (JSON lines) here.
+    #[arg(long = "audit-log", value_name = "FILE")]
+    audit_log: Option<PathBuf>,
+    /// On a security violation, keep the writable state here with a sha256 manifest.
+    #[arg(long, value_name = "DIR")]
+    evidence: Option<PathBuf>,
+    /// Name of the run in the audit log.
+    #[arg(long, value_name = "ID")]
+    id: Option<String>,
+    /// Run every submission of a JSON-lines manifest (id, command, limits, files).
+    #[arg(long, value_name = "MANIFEST", conflicts_with = "command")]
+    batch: Option<PathBuf>,
+    /// Submissions run at once with --batch (default: the number of CPUs).
+    #[arg(long, value_name = "N", requires = "batch")]
+    jobs: Option<usize>,
+    /// The program and its arguments.
+    #[arg(last = true, value_name = "COMMAND", required_unless_present = "batch")]
+    command: Vec<String>,
+}
+
+fn split_bind(s: &str, readonly: bool) -> Bind {
+    let (src, dst) = match s.split_once(':') {
+        Some((a, b)) => (a, b),
+        None => (s, s),
+    };
+    Bind {
+        source: PathBuf::from(src),
+        destination: PathBuf::from(dst),
+        readonly,
+    }
+}
+
+impl SandboxArgs {
+    fn options(&self) -> Result<Options, Box<dyn std::error::Error>> {
+        if self.net != "none" {
+            return Err(format!(
+                "--net: {:?} is not supported yet: only `none` (a private loopback)",
+                self.net
+            )
+            .into());
+        }
+        let mut binds: Vec<Bind> = self.bind.iter().map(|b| split_bind(b, false)).collect();
+        binds.extend(self.ro_bind.iter().map(|b| split_bind(b, true)));
+        let env = self
+            .env
+            .iter()
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .ok_or_else(|| format!("--env: {kv:?} is not K=V"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let seccomp = match self.seccomp.as_str() {
+            "default" => SeccompMode::Default,
+            "unconfined" => SeccompMode::Unconfined,
+            f => SeccompMode::Profile(PathBuf::from(f)),
+        };
+        Ok(Options {
+            command: self.command.clone(),
+            rootfs: self.rootfs.clone(),
+            binds,
+            workdir: self.workdir.as_deref().map(|w| split_bind(w, false)),
+            env,
+            limits: Limits {
+                cpu_time: self.cpu_time,
+                wall_time: self.wall_time,
+                memory: self.memory,
+                pids: self.pids,
+                output: self.output_limit,
+                file_size: self.file_size,
+                open_files: self.open_files,
+                stack: self.stack,
+            },
+            seccomp,
+            stdin: self.stdin.clone(),
+            stdout: self.stdout.clone(),
+            stderr: self.stderr.clone(),
+            audit_log: self.audit_log.clone(),
+            evidence: self.evidence.clone(),
+            id: self.id.clone(),
+        })
+    }
+}
+
+fn write_result(dest: Option<&str>, v: &Verdict) -> Result<(), Box<dyn std::error::Error>> {
+    let Some(dest) = dest else { return Ok(()) };
+    let mut text = serde_json::to_string(v)?;
+    text.push('\n');
+    if dest == "-" {
+        eprint!("{text}");
+    } else {
+        std::fs::write(dest, text).map_err(|e| format!("--result `{dest}`: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Runs `cella sandbox`.
+pub fn run(args: &SandboxArgs, _cli: &Cli) -> CmdResult {
+    if let Some(manifest) = &args.batch {
+        return batch(args_common(args)?, manifest, args.jobs, args.result.as_deref());
+    }
+    let opts = args.options()?;
+    let verdict = match cella_sandbox::run(&opts) {
+        Ok(v) => v,
+        Err(e) => {
+            // The grader still gets a verdict.
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            let v = Verdict::internal(msg, 0);
+            write_result(args.result.as_deref(), &v)?;
+            return Err(Box::new(e));
+        }
+    };
+    write_result(args.result.as_deref(), &verdict)?;
+    if let Some(e) = &verdict.error {
+        eprintln!("cella: sandbox: {e}");
+    }
+    Ok(verdict.exit_status())
+}
+
+/// The options of a batch invocation that every submission inherits.
+fn args_common(args: &SandboxArgs) -> Result<Options, Box<dyn std::error::Error>> {
+    args.options()
+}
+
+fn batch(
+    _common: Options,
+    _manifest: &std::path::Path,
+    _jobs: Option<usize>,
+    _result: Option<&str>,
+) -> CmdResult {
+    Err("--batch: not built yet".into())
+}
