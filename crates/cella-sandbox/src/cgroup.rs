@@ -48,8 +48,11 @@ impl SandboxCgroup {
     ) -> Result<SandboxCgroup, CgroupError> {
         let mut cg = Cgroup::new(Some(&format!("/cella-sandbox/{id}")), id, false)?;
         if cg.layout != Layout::Unified {
-            cg.v1
-                .retain(|d| d.controllers.iter().any(|c| V1_NEEDED.contains(&c.as_str())));
+            cg.v1.retain(|d| {
+                d.controllers
+                    .iter()
+                    .any(|c| V1_NEEDED.contains(&c.as_str()))
+            });
             cg.unified = None;
         }
         let sc = SandboxCgroup { cg };

@@ -63,7 +63,11 @@ pub(crate) fn init_main(plan: &ChildPlan, wire: &Wire) -> ! {
     // Become the sandbox user, keeping every capability of the new user namespace for
     // the mounts below; the program drops them all.
     let last = caps::last_cap();
-    let all = if last >= 63 { u64::MAX } else { (1u64 << (last + 1)) - 1 };
+    let all = if last >= 63 {
+        u64::MAX
+    } else {
+        (1u64 << (last + 1)) - 1
+    };
     let keep = CapSets {
         bounding: all,
         effective: all,

@@ -200,9 +200,8 @@ impl FsPlan {
                     });
                 }
                 let dst = inside("--workdir", &w.destination)?;
-                let data = format!(
-                    "lowerdir={s},upperdir={state}/upper,workdir={state}/work,userxattr"
-                );
+                let data =
+                    format!("lowerdir={s},upperdir={state}/upper,workdir={state}/work,userxattr");
                 (
                     Some((under_root(&dst), CString::new(data).unwrap_or_default())),
                     cstr(&dst),
@@ -253,13 +252,22 @@ impl FsPlan {
         &self.state
     }
 
+    // The error is fixed-size on purpose: the init does not allocate to report it.
+    #[allow(clippy::result_large_err)]
     /// Makes every mount (in the init, in its new mount namespace, before the pivot).
     pub(crate) fn apply(&self) -> Result<(), (io::Error, Text)> {
         use libc::{MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC};
-        let step = |what: &str, path: &CStr| Text::from_parts(&[what.as_bytes(), b" `", path.to_bytes(), b"`"]);
+        let step = |what: &str, path: &CStr| {
+            Text::from_parts(&[what.as_bytes(), b" `", path.to_bytes(), b"`"])
+        };
+        #[allow(clippy::result_large_err)]
         let at = |r: io::Result<()>, what: &str, path: &CStr| r.map_err(|e| (e, step(what, path)));
 
-        at(sys::mount(None, c"/", None, MS_REC | MS_PRIVATE, None), "make private", c"/")?;
+        at(
+            sys::mount(None, c"/", None, MS_REC | MS_PRIVATE, None),
+            "make private",
+            c"/",
+        )?;
         at(
             sys::mount(
                 Some(c"tmpfs"),
@@ -271,12 +279,28 @@ impl FsPlan {
             "mount tmpfs on",
             &self.base,
         )?;
-        for d in [&self.new_root, &self.state, &self.upper, &self.work, &self.state_tmp] {
+        for d in [
+            &self.new_root,
+            &self.state,
+            &self.upper,
+            &self.work,
+            &self.state_tmp,
+        ] {
             at(sys::mkdir(d, 0o755), "mkdir", d)?;
         }
-        at(sys::chmod(&self.state_tmp, 0o1777), "chmod", &self.state_tmp)?;
         at(
-            sys::mount(Some(&self.root_source), &self.new_root, None, MS_BIND | MS_REC, None),
+            sys::chmod(&self.state_tmp, 0o1777),
+            "chmod",
+            &self.state_tmp,
+        )?;
+        at(
+            sys::mount(
+                Some(&self.root_source),
+                &self.new_root,
+                None,
+                MS_BIND | MS_REC,
+                None,
+            ),
             "bind the root at",
             &self.new_root,
         )?;
@@ -301,7 +325,13 @@ impl FsPlan {
             &self.proc_,
         )?;
         at(
-            sys::mount(Some(&self.proc_sys), &self.proc_sys, None, MS_BIND | MS_REC, None),
+            sys::mount(
+                Some(&self.proc_sys),
+                &self.proc_sys,
+                None,
+                MS_BIND | MS_REC,
+                None,
+            ),
             "bind",
             &self.proc_sys,
         )?;
@@ -324,7 +354,11 @@ impl FsPlan {
         )?;
         for (host, target) in &self.devices {
             at(sys::touch(target), "create", target)?;
-            at(sys::mount(Some(host), target, None, MS_BIND, None), "bind", target)?;
+            at(
+                sys::mount(Some(host), target, None, MS_BIND, None),
+                "bind",
+                target,
+            )?;
         }
         for (target, link) in &self.dev_links {
             at(sys::symlink(target, link), "symlink", link)?;
@@ -391,7 +425,11 @@ impl FsPlan {
             if b.readonly {
                 set |= sys::MOUNT_ATTR_RDONLY;
             }
-            at(sys::mount_setattr_recursive(&b.target, set), "set attributes of", &b.target)?;
+            at(
+                sys::mount_setattr_recursive(&b.target, set),
+                "set attributes of",
+                &b.target,
+            )?;
         }
         if let Some((target, data)) = &self.overlay {
             if let Err(e) = sys::mkdir(target, 0o755)
@@ -414,10 +452,12 @@ impl FsPlan {
         Ok(())
     }
 
+    #[allow(clippy::result_large_err)]
     /// pivot_root into the new root and detach the old one.
     pub(crate) fn pivot(&self) -> Result<(), (io::Error, Text)> {
         let step = |what: &[u8]| Text::from_parts(&[what]);
-        cella_isolate::sys::chdir(&self.new_root).map_err(|e| (e, step(b"chdir to the new root")))?;
+        cella_isolate::sys::chdir(&self.new_root)
+            .map_err(|e| (e, step(b"chdir to the new root")))?;
         sys::pivot_root(c".", c".").map_err(|e| (e, step(b"pivot_root")))?;
         sys::umount2(c".", libc::MNT_DETACH).map_err(|e| (e, step(b"detach the old root")))?;
         cella_isolate::sys::chdir(c"/").map_err(|e| (e, step(b"chdir /")))?;

@@ -337,18 +337,17 @@ impl Supervisor<'_> {
         path_dirs: Vec<CString>,
     ) -> Result<(), SandboxError> {
         let opts = self.opts;
-        let stdin = match &opts.stdin {
-            Some(p) => Some(
-                File::open(p)
-                    .map(OwnedFd::from)
-                    .map_err(|source| SandboxError::Stdio {
+        let stdin =
+            match &opts.stdin {
+                Some(p) => Some(File::open(p).map(OwnedFd::from).map_err(|source| {
+                    SandboxError::Stdio {
                         option: "--stdin",
                         path: p.clone(),
                         source,
-                    })?,
-            ),
-            None => None,
-        };
+                    }
+                })?),
+                None => None,
+            };
         self.out_sink = Some(output_sink("--stdout", opts.stdout.as_deref(), 1)?);
         self.err_sink = Some(output_sink("--stderr", opts.stderr.as_deref(), 2)?);
         let (out_r, out_w) = sys::pipe().map_err(sys_err("create the stdout pipe"))?;
@@ -385,10 +384,12 @@ impl Supervisor<'_> {
         let pid = match isys::clone_fork(flags, cg_fd.as_ref().map(|f| f.as_fd())) {
             Ok(isys::Forked::Child) => child::init_main(&plan, &theirs),
             Ok(isys::Forked::Parent(pid)) => pid,
-            Err(e) => return Err(SandboxError::Sys {
-                op: "clone the sandbox's init",
-                source: e,
-            }),
+            Err(e) => {
+                return Err(SandboxError::Sys {
+                    op: "clone the sandbox's init",
+                    source: e,
+                });
+            }
         };
         drop(plan);
         drop(theirs);
@@ -551,8 +552,15 @@ impl Supervisor<'_> {
                 return;
             }
         };
-        // Deny it first, so the caller never blocks on us.
-        let _ = sys::notif_deny(l.as_fd(), n.id, libc::EPERM);
+        // The caller waits for the answer, so its /proc entry is still there to read.
+        let pid = ns_pid(n.pid);
+        let first = self.denied.is_none();
+        // Freeze before answering, so nothing of the program runs past the violation
+        // (the frozen caller's syscall is interrupted and never completes: it is killed).
+        let frozen = first && self.cgroup.as_ref().is_some_and(|c| c.cg.freeze().is_ok());
+        if let Some(l) = &self.listener {
+            let _ = sys::notif_deny(l.as_fd(), n.id, libc::EPERM);
+        }
         let nr = i64::from(n.data.nr);
         let arch = match n.data.arch {
             AUDIT_ARCH_X86_64 if n.data.nr & 0x4000_0000 != 0 => "x32",
@@ -561,26 +569,24 @@ impl Supervisor<'_> {
             _ => "unknown",
         };
         let name = cella_seccomp::syscall_name(n.data.arch, n.data.nr as u32);
-        let pid = ns_pid(n.pid);
         self.audit(Record::DeniedSyscall {
             syscall: name,
             nr,
             arch,
             pid,
         });
-        if self.denied.is_none() {
+        if first {
             self.denied = Some(Denied {
                 syscall: name.map(str::to_owned),
                 nr,
                 arch: arch.to_owned(),
             });
-            self.violation();
+            self.violation(frozen);
         }
     }
 
     /// A security violation: freeze, keep the evidence, kill.
-    fn violation(&mut self) {
-        let frozen = self.cgroup.as_ref().is_some_and(|c| c.cg.freeze().is_ok());
+    fn violation(&mut self, frozen: bool) {
         if !frozen {
             self.kill();
         }
@@ -657,7 +663,10 @@ impl Supervisor<'_> {
                 }
             };
             add(
-                self.init.as_ref().filter(|_| !init_gone).map(|i| i.pidfd.as_raw_fd()),
+                self.init
+                    .as_ref()
+                    .filter(|_| !init_gone)
+                    .map(|i| i.pidfd.as_raw_fd()),
                 0,
             );
             add(self.wire.as_ref().map(Wire::raw), 1);
@@ -742,7 +751,11 @@ impl Supervisor<'_> {
         }
         // Drain what is still queued (the exit report, usually).
         while self.wire.is_some() && self.on_wire() {}
-        let counters = self.cgroup.as_ref().map(|c| c.counters()).unwrap_or_default();
+        let counters = self
+            .cgroup
+            .as_ref()
+            .map(|c| c.counters())
+            .unwrap_or_default();
         if let Some(ns) = counters.cpu_ns {
             cpu_ms = ns / 1_000_000;
         }

@@ -22,16 +22,8 @@ pub fn mount(
 ) -> io::Result<()> {
     let p = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
     // SAFETY: every pointer is null or a NUL-terminated string borrowed for the call.
-    check(unsafe {
-        libc::mount(
-            p(source),
-            target.as_ptr(),
-            p(fstype),
-            flags,
-            p(data).cast(),
-        )
-    })
-    .map(drop)
+    check(unsafe { libc::mount(p(source), target.as_ptr(), p(fstype), flags, p(data).cast()) })
+        .map(drop)
 }
 
 /// umount2(2).
@@ -138,7 +130,13 @@ pub fn reset_signals() {
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
-    for sig in [libc::SIGPIPE, libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGCHLD] {
+    for sig in [
+        libc::SIGPIPE,
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGCHLD,
+    ] {
         // SAFETY: resetting a handler to SIG_DFL touches no memory of ours.
         unsafe { libc::signal(sig, libc::SIG_DFL) };
     }
@@ -352,7 +350,8 @@ pub fn notif_deny(listener: BorrowedFd<'_>, id: u64, errno: i32) -> io::Result<(
 /// Brings the loopback interface up in the calling thread's network namespace.
 pub fn loopback_up() -> io::Result<()> {
     // SAFETY: integer arguments only.
-    let s = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    let s =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: the descriptor was just created and belongs to nobody else.
     let sock = unsafe { OwnedFd::from_raw_fd(s) };
     // SAFETY: an all-zero ifreq is a valid value; the name is set below.
@@ -425,19 +424,12 @@ pub fn readlinkat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Whether `fd` is a terminal.
-pub fn isatty(fd: RawFd) -> bool {
-    // SAFETY: isatty only inspects the descriptor number.
-    unsafe { libc::isatty(fd) == 1 }
-}
-
 /// Marks `fd` non-blocking.
 pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: integer arguments only.
     let flags = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
     // SAFETY: integer arguments only.
-    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) })
-        .map(drop)
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(drop)
 }
 
 /// wait4(2) for `pid`, retrying on EINTR: (wait status, CPU ms of it and its reaped
@@ -458,7 +450,11 @@ pub fn wait4(pid: libc::pid_t) -> io::Result<(i32, u64, u64)> {
         }
     }
     let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
-    Ok((status, ms(ru.ru_utime) + ms(ru.ru_stime), ru.ru_maxrss as u64))
+    Ok((
+        status,
+        ms(ru.ru_utime) + ms(ru.ru_stime),
+        ru.ru_maxrss as u64,
+    ))
 }
 
 /// A signal mask saved by [`block_signals`], restored by [`restore_signals`].
@@ -497,6 +493,12 @@ pub fn read_signal(fd: BorrowedFd<'_>) -> Option<u32> {
     let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
     let size = std::mem::size_of::<libc::signalfd_siginfo>();
     // SAFETY: `info` is a live struct of exactly `size` bytes.
-    let n = unsafe { libc::read(fd.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
+    let n = unsafe {
+        libc::read(
+            fd.as_raw_fd(),
+            (&mut info as *mut libc::signalfd_siginfo).cast(),
+            size,
+        )
+    };
     (n as usize == size).then_some(info.ssi_signo)
 }

@@ -27,6 +27,8 @@ pub const TEXT_LEN: usize = 240;
 const FRAME: usize = 8 + TEXT_LEN;
 
 /// One message of the protocol above.
+// Fixed-size on purpose: boxing the failure text would allocate in the sandbox.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Message {
     /// Supervisor: maps written, cgroup joined; carry on.

@@ -78,7 +78,7 @@ enum Command {
     #[command(subcommand)]
     Net(commands::net::NetCommand),
     /// Run untrusted code with hard limits, a syscall allowlist, a verdict and an audit log.
-    Sandbox(commands::sandbox::SandboxArgs),
+    Sandbox(Box<commands::sandbox::SandboxArgs>),
 }
 
 /// The OCI runtime's verbs, runc's command line.

@@ -8,8 +8,10 @@ use std::path::PathBuf;
 
 /// Run untrusted code: isolated, confined, bounded, judged and audited.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Exit status: the program's (OK, RE: its code or 128+signal), \
-TLE 124, MLE 123, OLE 122, SV 121, IE 120.")]
+#[command(
+    after_help = "Exit status: the program's (OK, RE: its code or 128+signal), \
+TLE 124, MLE 123, OLE 122, SV 121, IE 120."
+)]
 pub struct SandboxArgs {
     /// Root directory of the sandbox (default: the host's root, read-only).
     #[arg(long, value_name = "DIR")]
@@ -52,7 +54,11 @@ pub struct SandboxArgs {
     #[arg(long, value_name = "SIZE", value_parser = cella_sandbox::parse_size)]
     stack: Option<u64>,
     /// Seccomp profile: default (built-in allowlist), unconfined, or an OCI profile file.
-    #[arg(long, value_name = "FILE|default|unconfined", default_value = "default")]
+    #[arg(
+        long,
+        value_name = "FILE|default|unconfined",
+        default_value = "default"
+    )]
     seccomp: String,
     /// Network: none (a private loopback only).
     #[arg(long, value_name = "MODE", default_value = "none")]
@@ -168,7 +174,12 @@ fn write_result(dest: Option<&str>, v: &Verdict) -> Result<(), Box<dyn std::erro
 /// Runs `cella sandbox`.
 pub fn run(args: &SandboxArgs, _cli: &Cli) -> CmdResult {
     if let Some(manifest) = &args.batch {
-        return batch(args_common(args)?, manifest, args.jobs, args.result.as_deref());
+        return batch(
+            args_common(args)?,
+            manifest,
+            args.jobs,
+            args.result.as_deref(),
+        );
     }
     let opts = args.options()?;
     let verdict = match cella_sandbox::run(&opts) {
