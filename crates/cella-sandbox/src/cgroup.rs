@@ -1,6 +1,7 @@
-//! The sandbox's cgroup: only the controllers the sandbox reads or limits (memory, pids,
-//! cpuacct, freezer on v1; the one directory on v2), so a run pays for as few cgroup
-//! migrations as possible. Limits go through `cella_cgroups::Cgroup::apply`; the
+//! The sandbox's cgroup: on a v1 or hybrid host only the hierarchies this run reads or
+//! limits (memory always, for the peak; pids with a process limit; cpuacct with a CPU
+//! limit; freezer when evidence is to be kept), since every hierarchy costs a cgroup
+//! migration, which takes a global lock; on v2 the one directory, entered by clone3. Limits go through `cella_cgroups::Cgroup::apply`; the
 //! counters that show a breach (OOM kills, pids.max hits, CPU time, memory peak) are read
 //! here directly.
 
@@ -9,8 +10,13 @@ use std::path::{Path, PathBuf};
 use cella_cgroups::{Cgroup, CgroupError, Layout};
 use oci_spec::runtime::{LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder};
 
-/// The controllers the sandbox needs from a v1 or hybrid host.
-const V1_NEEDED: &[&str] = &["memory", "pids", "cpuacct", "freezer"];
+/// Which optional v1 hierarchies a run needs.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Needs {
+    pub(crate) cpu: bool,
+    pub(crate) pids: bool,
+    pub(crate) freezer: bool,
+}
 
 /// A created sandbox cgroup. Destroyed explicitly with [`SandboxCgroup::destroy`].
 #[derive(Debug)]
@@ -45,14 +51,19 @@ impl SandboxCgroup {
         id: &str,
         memory: Option<u64>,
         pids: Option<u64>,
+        needs: Needs,
     ) -> Result<SandboxCgroup, CgroupError> {
         let mut cg = Cgroup::new(Some(&format!("/cella-sandbox/{id}")), id, false)?;
         if cg.layout != Layout::Unified {
-            cg.v1.retain(|d| {
-                d.controllers
-                    .iter()
-                    .any(|c| V1_NEEDED.contains(&c.as_str()))
-            });
+            let wanted = |c: &str| match c {
+                "memory" => true,
+                "pids" => needs.pids,
+                "cpuacct" => needs.cpu,
+                "freezer" => needs.freezer,
+                _ => false,
+            };
+            cg.v1
+                .retain(|d| d.controllers.iter().any(|c| wanted(c.as_str())));
             cg.unified = None;
         }
         let sc = SandboxCgroup { cg };
@@ -103,7 +114,8 @@ impl SandboxCgroup {
         }
     }
 
-    /// CPU time used by every process of the sandbox so far, in nanoseconds.
+    /// CPU time used by every process of the sandbox so far, in nanoseconds (when the
+    /// cgroup counts it).
     pub(crate) fn cpu_ns(&self) -> Option<u64> {
         let d = self.dir("cpuacct")?;
         match self.cg.layout {
@@ -154,8 +166,21 @@ impl SandboxCgroup {
         self.cg.add_process(pid)
     }
 
-    /// Kills whatever is left and removes the directories.
+    /// Removes the directories. Called once the sandbox's init is reaped: its pid
+    /// namespace died with it, so the cgroup is empty and a plain rmdir suffices; if it
+    /// is not, the full destroy (kill what is left, then remove) runs.
     pub(crate) fn destroy(&self) -> Result<(), CgroupError> {
+        if self.cg.dirs().iter().all(|d| match std::fs::remove_dir(d) {
+            Ok(()) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        }) {
+            return Ok(());
+        }
         self.cg.destroy()
+    }
+
+    /// Whether this run can be frozen.
+    pub(crate) fn can_freeze(&self) -> bool {
+        self.cg.layout == Layout::Unified || self.cg.v1_dir("freezer").is_some()
     }
 }

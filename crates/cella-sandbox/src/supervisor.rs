@@ -18,7 +18,7 @@ use cella_isolate::sys as isys;
 use cella_seccomp::SeccompProgram;
 
 use crate::audit::{AuditLog, Record};
-use crate::cgroup::SandboxCgroup;
+use crate::cgroup::{Needs, SandboxCgroup};
 use crate::child::{self, ChildPlan, SANDBOX_ID};
 use crate::evidence;
 use crate::fs::FsPlan;
@@ -228,16 +228,34 @@ pub fn run(opts: &Options) -> Result<Verdict, SandboxError> {
         Some(p) => Some(AuditLog::open(p, &id)?),
         None => None,
     };
-    let cgroup = if root {
+    // A cgroup costs a migration, which takes a global kernel lock (milliseconds on a
+    // busy v1 host): made only when a limit or the freezer needs one. Without it, CPU
+    // time and peak memory come from the init's rusage (its reaped descendants' CPU,
+    // the largest process's RSS).
+    let limits = &opts.limits;
+    let wants_cgroup = limits.memory.is_some()
+        || limits.pids.is_some()
+        || limits.cpu_time.is_some()
+        || opts.evidence.is_some();
+    let cgroup = if root && wants_cgroup {
         Some(
-            SandboxCgroup::create(&id, opts.limits.memory, opts.limits.pids)
-                .map_err(SandboxError::Cgroup)?,
+            SandboxCgroup::create(
+                &id,
+                opts.limits.memory,
+                opts.limits.pids,
+                Needs {
+                    cpu: opts.limits.cpu_time.is_some(),
+                    pids: opts.limits.pids.is_some(),
+                    freezer: opts.evidence.is_some(),
+                },
+            )
+            .map_err(SandboxError::Cgroup)?,
         )
     } else {
-        if opts.limits.memory.is_some() || opts.limits.pids.is_some() {
+        if !root && (limits.memory.is_some() || limits.pids.is_some()) {
             warnings.push(
-                "no cgroup (not root): memory is limited by RLIMIT_AS per process and \
-                 processes by RLIMIT_NPROC, and peak memory is not measured"
+                "no cgroup (not root): memory is limited by RLIMIT_AS per process, \
+                 processes by RLIMIT_NPROC, and the peak is the largest process's RSS"
                     .to_string(),
             );
         }
@@ -555,9 +573,18 @@ impl Supervisor<'_> {
         // The caller waits for the answer, so its /proc entry is still there to read.
         let pid = ns_pid(n.pid);
         let first = self.denied.is_none();
-        // Freeze before answering, so nothing of the program runs past the violation
-        // (the frozen caller's syscall is interrupted and never completes: it is killed).
-        let frozen = first && self.cgroup.as_ref().is_some_and(|c| c.cg.freeze().is_ok());
+        // Stop the program before answering, so nothing of it runs past the violation:
+        // frozen when evidence is to be kept (the caller's syscall is interrupted and
+        // never completes), else killed at once.
+        let frozen = first
+            && self.opts.evidence.is_some()
+            && self
+                .cgroup
+                .as_ref()
+                .is_some_and(|c| c.can_freeze() && c.cg.freeze().is_ok());
+        if first && !frozen {
+            self.kill();
+        }
         if let Some(l) = &self.listener {
             let _ = sys::notif_deny(l.as_fd(), n.id, libc::EPERM);
         }
@@ -585,7 +612,8 @@ impl Supervisor<'_> {
         }
     }
 
-    /// A security violation: freeze, keep the evidence, kill.
+    /// A security violation: (frozen already when evidence is wanted) keep the evidence,
+    /// kill. Without evidence to keep, the sandbox is killed at once.
     fn violation(&mut self, frozen: bool) {
         if !frozen {
             self.kill();
