@@ -787,3 +787,75 @@ fn bad_options_are_refused_with_a_verdict_and_nothing_left() {
     assert_eq!(r.status(), "IE", "{}", r.why());
     assert_eq!(r.out.status.code(), Some(120), "{}", r.why());
 }
+
+// ---------------------------------------------------------------- batch
+
+#[test]
+fn a_batch_runs_every_submission_once() {
+    if !ready() {
+        return;
+    }
+    let d = Scratch::new("sbx-batch");
+    let manifest = d.path("manifest.jsonl");
+    let mut text = String::new();
+    let kinds = [
+        ("ok", r#"["sh", "-c", "echo out-$0", "ID"]"#, "OK"),
+        ("spin", r#"["sh", "-c", "while :; do :; done"]"#, "TLE"),
+        ("sv", r#"["unshare", "-U", "true"]"#, "SV"),
+        ("re", r#"["sh", "-c", "exit 3"]"#, "RE"),
+    ];
+    for i in 0..12 {
+        let (kind, cmd, _) = kinds[i % kinds.len()];
+        let cmd = cmd.replace("ID", &format!("{kind}{i}"));
+        let out = d.path(&format!("{kind}{i}.out"));
+        text.push_str(&format!(
+            "{{\"id\": \"{kind}{i}\", \"command\": {cmd}, \"limits\": {{\"cpu_time\": 0.2}}, \"files\": {{\"stdout\": \"{}\"}}}}\n",
+            out.display()
+        ));
+    }
+    fs::write(&manifest, text).unwrap();
+    let results = d.path("results.jsonl");
+    let audit = d.path("audit.log");
+    let out = Command::new(cella_bin())
+        .args([
+            "sandbox",
+            "--jobs",
+            "3",
+            "--wall-time",
+            "10",
+            "--memory",
+            "64M",
+        ])
+        .arg("--batch")
+        .arg(&manifest)
+        .arg("--result")
+        .arg(&results)
+        .arg("--audit-log")
+        .arg(&audit)
+        .output()
+        .expect("run the batch");
+    assert!(out.status.success(), "{}", show(&out));
+    let lines: Vec<Value> = fs::read_to_string(&results)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON result line"))
+        .collect();
+    assert_eq!(lines.len(), 12, "{lines:?}");
+    for i in 0..12 {
+        let (kind, _, want) = kinds[i % kinds.len()];
+        let id = format!("{kind}{i}");
+        let line = lines
+            .iter()
+            .find(|l| l["id"] == id.as_str())
+            .unwrap_or_else(|| panic!("no result for {id}"));
+        assert_eq!(line["status"], want, "{id}: {line}");
+        assert_nothing_left(&id);
+    }
+    assert_eq!(fs::read_to_string(d.path("ok0.out")).unwrap(), "out-ok0\n");
+    let audit = fs::read_to_string(&audit).unwrap();
+    assert_eq!(
+        audit.matches("\"event\":\"verdict\"").count(),
+        12,
+        "{audit}"
+    );
+}

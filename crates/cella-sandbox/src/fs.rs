@@ -30,7 +30,7 @@ use crate::wire::Text;
 const BASE: &str = "/tmp";
 
 /// A bind mount into the sandbox.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Bind {
     /// Host path.
     pub source: PathBuf,

@@ -10,6 +10,7 @@
 //! describes the whole design and the verdict's mapping to exit codes.
 
 pub mod audit;
+pub mod batch;
 mod cgroup;
 mod child;
 pub mod evidence;
@@ -58,7 +59,8 @@ pub struct Limits {
 }
 
 /// The seccomp profile of a run.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SeccompMode {
     /// The built-in allowlist ([`profile::default_profile`]).
     #[default]
@@ -69,8 +71,9 @@ pub enum SeccompMode {
     Profile(PathBuf),
 }
 
-/// Everything one run needs.
-#[derive(Clone, Debug, Default)]
+/// Everything one run needs (serializable, so a batch can hand it to a child process).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Options {
     /// The command and its arguments (argv[0] is looked up in PATH when it has no `/`).
     pub command: Vec<String>,

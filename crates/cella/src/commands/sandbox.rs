@@ -90,8 +90,20 @@ pub struct SandboxArgs {
     /// Submissions run at once with --batch (default: the number of CPUs).
     #[arg(long, value_name = "N", requires = "batch")]
     jobs: Option<usize>,
+    /// One submission of a batch, as JSON options (used by --batch for its children).
+    #[arg(
+        long = "batch-run",
+        value_name = "JSON",
+        hide = true,
+        conflicts_with = "batch"
+    )]
+    batch_run: Option<String>,
     /// The program and its arguments.
-    #[arg(last = true, value_name = "COMMAND", required_unless_present = "batch")]
+    #[arg(
+        last = true,
+        value_name = "COMMAND",
+        required_unless_present_any = ["batch", "batch_run"]
+    )]
     command: Vec<String>,
 }
 
@@ -175,24 +187,21 @@ fn write_result(dest: Option<&str>, v: &Verdict) -> Result<(), Box<dyn std::erro
 pub fn run(args: &SandboxArgs, _cli: &Cli) -> CmdResult {
     if let Some(manifest) = &args.batch {
         return batch(
-            args_common(args)?,
+            &args.options()?,
             manifest,
             args.jobs,
             args.result.as_deref(),
         );
+    }
+    if let Some(json) = &args.batch_run {
+        return batch_child(json);
     }
     let opts = args.options()?;
     let verdict = match cella_sandbox::run(&opts) {
         Ok(v) => v,
         Err(e) => {
             // The grader still gets a verdict.
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            let v = Verdict::internal(msg, 0);
+            let v = Verdict::internal(chain(&e), 0);
             write_result(args.result.as_deref(), &v)?;
             return Err(Box::new(e));
         }
@@ -204,16 +213,110 @@ pub fn run(args: &SandboxArgs, _cli: &Cli) -> CmdResult {
     Ok(verdict.exit_status())
 }
 
-/// The options of a batch invocation that every submission inherits.
-fn args_common(args: &SandboxArgs) -> Result<Options, Box<dyn std::error::Error>> {
-    args.options()
+/// An error and its sources, as one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    msg
 }
 
+/// One submission of a batch, in its own process: the verdict goes to stdout.
+fn batch_child(json: &str) -> CmdResult {
+    let opts: Options = serde_json::from_str(json).map_err(|e| format!("--batch-run: {e}"))?;
+    let verdict = cella_sandbox::run(&opts).unwrap_or_else(|e| Verdict::internal(chain(&e), 0));
+    println!("{}", serde_json::to_string(&verdict)?);
+    Ok(verdict.exit_status())
+}
+
+/// Runs a whole manifest: one child `cella sandbox` per submission, `jobs` at once, one
+/// result line per submission (to --result or stdout), a progress bar on a terminal.
 fn batch(
-    _common: Options,
-    _manifest: &std::path::Path,
-    _jobs: Option<usize>,
-    _result: Option<&str>,
+    common: &Options,
+    manifest: &std::path::Path,
+    jobs: Option<usize>,
+    result: Option<&str>,
 ) -> CmdResult {
-    Err("--batch: not built yet".into())
+    use std::io::{IsTerminal, Write};
+    use std::process::{Command, Stdio};
+    let text = std::fs::read_to_string(manifest)
+        .map_err(|e| format!("--batch `{}`: {e}", manifest.display()))?;
+    let entries = cella_sandbox::batch::parse_manifest(&text)
+        .map_err(|e| format!("--batch `{}`: {e}", manifest.display()))?;
+    let exe = std::env::current_exe()?;
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut out: Box<dyn Write> = match result {
+        Some("-") => Box::new(std::io::stderr()),
+        Some(p) => Box::new(std::fs::File::create(p).map_err(|e| format!("--result `{p}`: {e}"))?),
+        None => Box::new(std::io::stdout()),
+    };
+    let bar = std::io::stderr().is_terminal();
+    let total = entries.len();
+    let mut counts: std::collections::BTreeMap<&'static str, usize> = Default::default();
+    let mut failed_write = None;
+    let mut internal = 0usize;
+    let run_one = |e: &cella_sandbox::batch::Entry| -> Verdict {
+        let opts = e.options(common);
+        let json = match serde_json::to_string(&opts) {
+            Ok(j) => j,
+            Err(err) => return Verdict::internal(format!("encode the options: {err}"), 0),
+        };
+        let child = Command::new(&exe)
+            .arg("sandbox")
+            .arg("--batch-run")
+            .arg(json)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output();
+        match child {
+            Ok(o) => serde_json::from_slice::<Verdict>(&o.stdout).unwrap_or_else(|_| {
+                Verdict::internal(
+                    format!(
+                        "the submission's sandbox failed: {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ),
+                    0,
+                )
+            }),
+            Err(err) => Verdict::internal(format!("start `{}`: {err}", exe.display()), 0),
+        }
+    };
+    let mut done = 0usize;
+    cella_sandbox::batch::run_all(&entries, jobs, run_one, |_, line| {
+        done += 1;
+        *counts.entry(line.verdict.status.as_str()).or_default() += 1;
+        if line.verdict.status == cella_sandbox::Status::InternalError {
+            internal += 1;
+        }
+        let text = serde_json::to_string(&line).unwrap_or_default();
+        if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+            failed_write.get_or_insert(e);
+        }
+        if bar {
+            let width = 30;
+            let filled = done * width / total.max(1);
+            let tally: Vec<String> = counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            eprint!(
+                "\r[{}{}] {done}/{total}  {}",
+                "#".repeat(filled),
+                ".".repeat(width - filled),
+                tally.join("  ")
+            );
+        }
+    });
+    if bar {
+        eprintln!();
+    }
+    if let Some(e) = failed_write {
+        return Err(format!("write the results: {e}").into());
+    }
+    Ok(if internal > 0 {
+        cella_sandbox::EXIT_IE
+    } else {
+        0
+    })
 }
