@@ -859,3 +859,53 @@ fn a_batch_runs_every_submission_once() {
         "{audit}"
     );
 }
+
+// ---------------------------------------------------------------- unprivileged
+
+#[test]
+fn works_for_an_unprivileged_user() {
+    if !ready() || !require_tool("setpriv") {
+        return;
+    }
+    let run = |extra: &[&str], cmd: &[&str]| -> (Output, Value) {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(cella_bin())
+            .args(["sandbox", "--result", "-"])
+            .args(extra)
+            .arg("--")
+            .args(cmd)
+            .output()
+            .expect("run setpriv cella sandbox");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let verdict = err
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<Value>(l).ok())
+            .unwrap_or(Value::Null);
+        (out, verdict)
+    };
+    let (out, v) = run(
+        &["--memory", "64M"],
+        &["sh", "-c", "id -u; echo x > /tmp/y; cat /tmp/y"],
+    );
+    assert_eq!(v["status"], "OK", "{v}\n{}", show(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1000\nx\n",
+        "{}",
+        show(&out)
+    );
+    assert!(
+        v["warnings"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("no cgroup"),
+        "{v}"
+    );
+    let (out, v) = run(&[], &["unshare", "-U", "true"]);
+    assert_eq!(v["status"], "SV", "{v}\n{}", show(&out));
+    assert_eq!(v["denied"]["syscall"], "unshare", "{v}");
+    let (out, v) = run(&["--wall-time", "0.3"], &["sleep", "10"]);
+    assert_eq!(v["status"], "TLE", "{v}\n{}", show(&out));
+}
