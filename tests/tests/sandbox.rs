@@ -909,3 +909,28 @@ fn works_for_an_unprivileged_user() {
     let (out, v) = run(&["--wall-time", "0.3"], &["sleep", "10"]);
     assert_eq!(v["status"], "TLE", "{v}\n{}", show(&out));
 }
+
+#[test]
+fn interrupting_cella_ends_the_run_and_cleans_up() {
+    if !ready() {
+        return;
+    }
+    let d = Scratch::new("sbx-int");
+    let id = unique("sbx");
+    let result = d.path("result.json");
+    let mut child = Command::new(cella_bin())
+        .args(["sandbox", "--memory", "64M", "--id", &id, "--result"])
+        .arg(&result)
+        .args(["--", "sleep", "30"])
+        .spawn()
+        .expect("spawn cella sandbox");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: signalling the child this test spawned and has not reaped yet.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(120), "{status}");
+    let v: Value = serde_json::from_str(&fs::read_to_string(&result).unwrap()).unwrap();
+    assert_eq!(v["status"], "IE", "{v}");
+    assert!(v["wall_ms"].as_u64().unwrap_or(u64::MAX) < 10_000, "{v}");
+    assert_nothing_left(&id);
+}

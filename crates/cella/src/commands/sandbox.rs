@@ -196,7 +196,13 @@ pub fn run(args: &SandboxArgs, _cli: &Cli) -> CmdResult {
     if let Some(json) = &args.batch_run {
         return batch_child(json);
     }
-    let opts = args.options()?;
+    let opts = match args.options() {
+        Ok(o) => o,
+        Err(e) => {
+            write_result(args.result.as_deref(), &Verdict::internal(e.to_string(), 0))?;
+            return Err(e);
+        }
+    };
     let verdict = match cella_sandbox::run(&opts) {
         Ok(v) => v,
         Err(e) => {
