@@ -731,6 +731,40 @@ fn without_evidence_nothing_is_kept() {
 // ---------------------------------------------------------------- options
 
 #[test]
+fn a_rootfs_of_its_own() {
+    if !ready()
+        || !cella_tests::skip_unless(cella_tests::busybox().is_some(), "needs busybox-static")
+    {
+        return;
+    }
+    let d = Scratch::new("sbx-rootfs");
+    let root = d.path("rootfs");
+    cella_tests::make_busybox_rootfs(&root);
+    let data = d.path("data");
+    fs::create_dir(&data).unwrap();
+    fs::write(data.join("in.txt"), "from the host\n").unwrap();
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o755)).unwrap();
+    let bind = format!("{}:/tmp/data", data.display());
+    let r = sandbox(
+        &d,
+        &["--rootfs", root.to_str().unwrap(), "--ro-bind", &bind],
+        &[
+            "sh",
+            "-c",
+            "cat /tmp/data/in.txt; ls /usr/bin/gcc 2>/dev/null || echo no-gcc; \
+             echo x > /tmp/data/y 2>/dev/null || echo read-only; echo x > /bin/y 2>/dev/null || echo root-read-only",
+        ],
+    );
+    assert_eq!(r.status(), "OK", "{}", r.why());
+    assert_eq!(
+        r.stdout(),
+        "from the host\nno-gcc\nread-only\nroot-read-only\n",
+        "{}",
+        r.why()
+    );
+}
+
+#[test]
 fn a_custom_profile_and_unconfined_apply() {
     if !ready() {
         return;

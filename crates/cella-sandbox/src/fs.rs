@@ -96,8 +96,8 @@ pub struct FsPlan {
     dev_links: Vec<(CString, CString)>,
     tmp: CString,
     binds: Vec<BindStep>,
-    /// (overlay target, mount data).
-    overlay: Option<(CString, CString)>,
+    /// (overlay target, mount data, mount data without `userxattr`).
+    overlay: Option<(CString, CString, CString)>,
     /// The program's working directory, inside the sandbox.
     pub(crate) cwd: CString,
 }
@@ -200,10 +200,14 @@ impl FsPlan {
                     });
                 }
                 let dst = inside("--workdir", &w.destination)?;
-                let data =
-                    format!("lowerdir={s},upperdir={state}/upper,workdir={state}/work,userxattr");
+                let plain = format!("lowerdir={s},upperdir={state}/upper,workdir={state}/work");
+                let data = format!("{plain},userxattr");
                 (
-                    Some((under_root(&dst), CString::new(data).unwrap_or_default())),
+                    Some((
+                        under_root(&dst),
+                        CString::new(data).unwrap_or_default(),
+                        CString::new(plain).unwrap_or_default(),
+                    )),
                     cstr(&dst),
                 )
             }
@@ -431,23 +435,28 @@ impl FsPlan {
                 &b.target,
             )?;
         }
-        if let Some((target, data)) = &self.overlay {
+        if let Some((target, data, plain)) = &self.overlay {
             if let Err(e) = sys::mkdir(target, 0o755)
                 && sys::file_type(target).is_err()
             {
                 return Err((e, step("create the work directory", target)));
             }
-            at(
+            let mount = |data: &CStr| {
                 sys::mount(
                     Some(c"overlay"),
                     target,
                     Some(c"overlay"),
                     MS_NOSUID | MS_NODEV,
                     Some(data),
-                ),
-                "mount overlay on",
-                target,
-            )?;
+                )
+            };
+            // `userxattr` (Linux 5.11) lets overlayfs keep its metadata in user.* xattrs
+            // inside a user namespace; older kernels refuse the option.
+            let r = match mount(data) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => mount(plain),
+                r => r,
+            };
+            at(r, "mount overlay on", target)?;
         }
         Ok(())
     }
