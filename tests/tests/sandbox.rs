@@ -968,3 +968,29 @@ fn interrupting_cella_ends_the_run_and_cleans_up() {
     assert!(v["wall_ms"].as_u64().unwrap_or(u64::MAX) < 10_000, "{v}");
     assert_nothing_left(&id);
 }
+
+#[test]
+fn a_sparse_file_does_not_flood_the_evidence() {
+    if !ready() {
+        return;
+    }
+    let d = Scratch::new("sbx-sparse");
+    let evidence = d.path("evidence");
+    let r = sandbox(
+        &d,
+        &["--memory", "64M", "--evidence", evidence.to_str().unwrap()],
+        &[
+            "sh",
+            "-c",
+            "truncate -s 100G /tmp/huge; echo small > /tmp/small; unshare -U true",
+        ],
+    );
+    r.assert_denied("unshare");
+    assert_eq!(
+        fs::read_to_string(evidence.join("tmp/small")).unwrap(),
+        "small\n"
+    );
+    assert!(!evidence.join("tmp/huge").exists(), "{}", r.why());
+    let skipped = fs::read_to_string(evidence.join("SKIPPED")).unwrap();
+    assert!(skipped.contains("107374182400  tmp/huge"), "{skipped}");
+}

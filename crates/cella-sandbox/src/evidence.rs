@@ -44,6 +44,9 @@ pub enum EvidenceError {
     },
 }
 
+/// The list of files left out (over the byte budget), `size  path` per line.
+pub const SKIPPED: &str = "SKIPPED";
+
 /// What was kept: number of files and bytes.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Kept {
@@ -51,6 +54,17 @@ pub struct Kept {
     pub files: u64,
     /// Their total size.
     pub bytes: u64,
+    /// Regular files left out because they did not fit in the budget.
+    pub skipped: u64,
+}
+
+/// The walk's state: where to, what was found, what is left of the budget.
+struct Walk<'a> {
+    dest: &'a Path,
+    manifest: Vec<(PathBuf, String)>,
+    skipped: Vec<(PathBuf, u64)>,
+    kept: Kept,
+    budget: u64,
 }
 
 /// Creates `dir` (it may exist if empty): checked before the run starts, so a bad
@@ -80,14 +94,21 @@ pub fn prepare_dir(dir: &Path) -> Result<(), EvidenceError> {
 }
 
 /// Copies `state/<name>` for each `(name, label)` into `dest/<label>` and writes the
-/// manifest.
+/// manifest. At most `budget` bytes of file contents are copied (a sparse file can claim
+/// any size on a tmpfs): files that do not fit are listed in `SKIPPED` instead.
 pub fn keep(
     state: BorrowedFd<'_>,
     parts: &[(&str, &str)],
     dest: &Path,
+    budget: u64,
 ) -> Result<Kept, EvidenceError> {
-    let mut manifest = Vec::new();
-    let mut kept = Kept::default();
+    let mut w = Walk {
+        dest,
+        manifest: Vec::new(),
+        skipped: Vec::new(),
+        kept: Kept::default(),
+        budget,
+    };
     for (name, label) in parts {
         let cname = CString::new(*name).unwrap_or_default();
         let Ok(src) = sys::openat(
@@ -100,18 +121,29 @@ pub fn keep(
         };
         let rel = PathBuf::from(label);
         mkdir(dest, &rel)?;
-        copy_dir(src.as_fd(), dest, &rel, &mut manifest, &mut kept)?;
+        copy_dir(src.as_fd(), &rel, &mut w)?;
     }
-    let mpath = dest.join(MANIFEST);
     let mut text = String::new();
-    manifest.sort();
-    for (path, hash) in manifest {
-        text.push_str(&manifest_line(&path, &hash));
+    w.manifest.sort();
+    for (path, hash) in &w.manifest {
+        text.push_str(&manifest_line(path, hash));
     }
-    std::fs::write(&mpath, text).map_err(|source| EvidenceError::Copy {
+    std::fs::write(dest.join(MANIFEST), text).map_err(|source| EvidenceError::Copy {
         path: PathBuf::from(MANIFEST),
         source,
     })?;
+    if !w.skipped.is_empty() {
+        let text: String = w
+            .skipped
+            .iter()
+            .map(|(p, size)| format!("{size}  {}\n", p.to_string_lossy().escape_debug()))
+            .collect();
+        std::fs::write(dest.join(SKIPPED), text).map_err(|source| EvidenceError::Copy {
+            path: PathBuf::from(SKIPPED),
+            source,
+        })?;
+    }
+    let kept = w.kept;
     Ok(kept)
 }
 
@@ -140,13 +172,7 @@ fn mkdir(dest: &Path, rel: &Path) -> Result<(), EvidenceError> {
         })
 }
 
-fn copy_dir(
-    dir: BorrowedFd<'_>,
-    dest: &Path,
-    rel: &Path,
-    manifest: &mut Vec<(PathBuf, String)>,
-    kept: &mut Kept,
-) -> Result<(), EvidenceError> {
+fn copy_dir(dir: BorrowedFd<'_>, rel: &Path, w: &mut Walk<'_>) -> Result<(), EvidenceError> {
     let err = |path: PathBuf| move |source| EvidenceError::Copy { path, source };
     let listing = format!("/proc/self/fd/{}", dir.as_raw_fd());
     let entries = std::fs::read_dir(&listing).map_err(err(rel.to_owned()))?;
@@ -155,7 +181,7 @@ fn copy_dir(
         let name = entry.file_name();
         let child_rel = rel.join(&name);
         let cname = CString::new(name.as_bytes()).unwrap_or_default();
-        let (mode, _) = sys::lstatat(dir, &cname).map_err(err(child_rel.clone()))?;
+        let (mode, size) = sys::lstatat(dir, &cname).map_err(err(child_rel.clone()))?;
         match mode & libc::S_IFMT {
             libc::S_IFDIR => {
                 let sub = sys::openat(
@@ -165,21 +191,29 @@ fn copy_dir(
                     0,
                 )
                 .map_err(err(child_rel.clone()))?;
-                mkdir(dest, &child_rel)?;
-                copy_dir(sub.as_fd(), dest, &child_rel, manifest, kept)?;
+                mkdir(w.dest, &child_rel)?;
+                copy_dir(sub.as_fd(), &child_rel, w)?;
             }
+            libc::S_IFREG if size > w.budget => w.skipped.push((child_rel, size)),
             libc::S_IFREG => {
-                let f = sys::openat(dir, &cname, libc::O_RDONLY | libc::O_NOFOLLOW, 0)
+                // O_NONBLOCK: should the entry have become a fifo, the open cannot hang.
+                let f = sys::openat(
+                    dir,
+                    &cname,
+                    libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+                    0,
+                )
+                .map_err(err(child_rel.clone()))?;
+                let (hash, n) = copy_file(f, &w.dest.join(&child_rel), w.budget)
                     .map_err(err(child_rel.clone()))?;
-                let (hash, n) =
-                    copy_file(f, &dest.join(&child_rel)).map_err(err(child_rel.clone()))?;
-                kept.files += 1;
-                kept.bytes += n;
-                manifest.push((child_rel, hash));
+                w.budget = w.budget.saturating_sub(n);
+                w.kept.files += 1;
+                w.kept.bytes += n;
+                w.manifest.push((child_rel, hash));
             }
             libc::S_IFLNK => {
                 let target = sys::readlinkat(dir, &cname).map_err(err(child_rel.clone()))?;
-                std::os::unix::fs::symlink(OsStr::from_bytes(&target), dest.join(&child_rel))
+                std::os::unix::fs::symlink(OsStr::from_bytes(&target), w.dest.join(&child_rel))
                     .map_err(err(child_rel.clone()))?;
             }
             _ => {}
@@ -188,7 +222,8 @@ fn copy_dir(
     Ok(())
 }
 
-fn copy_file(src: OwnedFd, to: &Path) -> io::Result<(String, u64)> {
+/// Copies at most `limit` bytes (the file is frozen: its size was checked against it).
+fn copy_file(src: OwnedFd, to: &Path, limit: u64) -> io::Result<(String, u64)> {
     let mut src = File::from(src);
     let mut out = std::fs::OpenOptions::new()
         .write(true)
@@ -199,8 +234,9 @@ fn copy_file(src: OwnedFd, to: &Path) -> io::Result<(String, u64)> {
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
-    loop {
-        let n = src.read(&mut buf)?;
+    while total < limit {
+        let want = buf.len().min((limit - total) as usize);
+        let n = src.read(&mut buf[..want])?;
         if n == 0 {
             break;
         }

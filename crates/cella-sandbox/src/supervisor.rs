@@ -619,7 +619,14 @@ impl Supervisor<'_> {
             self.kill();
         }
         if let (Some(dir), Some(state)) = (&self.opts.evidence, &self.state) {
-            match evidence::keep(state.as_fd(), &[("upper", "work"), ("tmp", "tmp")], dir) {
+            // The state lives in memory the cgroup limits; without a limit, 1 GiB.
+            let budget = self.opts.limits.memory.unwrap_or(1 << 30);
+            match evidence::keep(
+                state.as_fd(),
+                &[("upper", "work"), ("tmp", "tmp")],
+                dir,
+                budget,
+            ) {
                 Ok(k) => {
                     self.audit(Record::Evidence {
                         files: k.files,
@@ -794,6 +801,8 @@ impl Supervisor<'_> {
         let (exit_code, signal) = match self.exited {
             Some(s) if libc::WIFEXITED(s) => (Some(libc::WEXITSTATUS(s)), None),
             Some(s) if libc::WIFSIGNALED(s) => (None, Some(libc::WTERMSIG(s))),
+            // The supervisor killed it (a limit, a violation): SIGKILL ended it.
+            _ if self.killed => (None, Some(libc::SIGKILL)),
             _ => (None, None),
         };
         let mut v = Verdict {
