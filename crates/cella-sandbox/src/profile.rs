@@ -223,6 +223,21 @@ mod tests {
     }
 
     #[test]
+    fn denied_numbers_have_names() {
+        assert_eq!(
+            cella_seccomp::syscall_name(0xc000_003e, 272),
+            Some("unshare")
+        );
+        assert_eq!(cella_seccomp::syscall_name(0x4000_0003, 26), Some("ptrace"));
+        assert_eq!(
+            cella_seccomp::syscall_name(0xc000_003e, 0x4000_0000 | 165),
+            Some("mount")
+        );
+        assert_eq!(cella_seccomp::syscall_name(0xc000_003e, 100_000), None);
+        assert_eq!(cella_seccomp::syscall_name(0x1234, 0), None);
+    }
+
+    #[test]
     fn allowlist_names_are_known() {
         for n in ALLOW {
             assert!(
