@@ -224,7 +224,7 @@ pub fn run(opts: &Options) -> Result<Verdict, SandboxError> {
         evidence_made = !dir.exists();
         evidence::prepare_dir(dir)?;
     }
-    let mut audit = match &opts.audit_log {
+    let audit = match &opts.audit_log {
         Some(p) => Some(AuditLog::open(p, &id)?),
         None => None,
     };
@@ -265,7 +265,7 @@ pub fn run(opts: &Options) -> Result<Verdict, SandboxError> {
         opts,
         cgroup,
         init: None,
-        audit: audit.take(),
+        audit,
         evidence_made,
         started,
         warnings,
@@ -859,17 +859,14 @@ impl Supervisor<'_> {
             set(&mut v, Status::RuntimeError, None);
         }
         self.cleanup();
-        if let Some(w) = self.take_cleanup_warning() {
+        // A cleanup failure (the cgroup could not be removed) is reported, not hidden.
+        if let Some(w) = self.failure.take() {
             v.warnings.push(w);
         }
         self.audit(Record::Verdict {
             verdict: Box::new(v.clone()),
         });
         v
-    }
-
-    fn take_cleanup_warning(&mut self) -> Option<String> {
-        self.failure.take()
     }
 
     /// Kills and reaps the init if still there, drops the state, removes the cgroup and
