@@ -21,7 +21,7 @@ use crate::Verdict;
 pub enum Record {
     /// The sandbox started.
     Start,
-    /// A syscall outside the profile was attempted (and failed with EPERM).
+    /// A syscall outside the profile was attempted (it never ran: the run ended in it).
     DeniedSyscall {
         /// Its name, when the tables know the number.
         syscall: Option<&'static str>,

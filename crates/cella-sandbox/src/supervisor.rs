@@ -1,7 +1,7 @@
 //! The supervisor: plans and checks everything, creates the cgroup, forks the sandbox's
 //! init into new namespaces, and then watches until the program ends: its output (counted
 //! against the output limit), its seccomp notifications (each denied syscall is audited,
-//! answered with EPERM and ends the run as SV), the wall and CPU clocks, and the pids
+//! never answered: the program is stopped in the call and the run ends as SV), the wall and CPU clocks, and the pids
 //! counter. Every limit is judged from a counter (cgroup or supervisor), not guessed
 //! from the exit signal alone. At the end it removes everything it made.
 
@@ -284,6 +284,7 @@ pub fn run(opts: &Options) -> Result<Verdict, SandboxError> {
         breach: None,
         denied: None,
         killed: false,
+        frozen: false,
     };
     let verdict = match sup.start(fs, seccomp, argv, envp, path_dirs) {
         Ok(()) => sup.watch(),
@@ -327,6 +328,8 @@ struct Supervisor<'a> {
     breach: Option<(Status, &'static str)>,
     denied: Option<Denied>,
     killed: bool,
+    /// The sandbox's cgroup is frozen (to keep evidence).
+    frozen: bool,
 }
 
 impl Supervisor<'_> {
@@ -470,8 +473,14 @@ impl Supervisor<'_> {
             // kills every process in it.
             let _ = sys::pidfd_kill(init.pidfd.as_fd(), libc::SIGKILL);
         }
-        // Frozen processes (v1 freezer) die only once thawed; the SIGKILL is pending.
-        if let Some(c) = &self.cgroup {
+        // Frozen, every process gets its SIGKILL before the thaw, so none runs again;
+        // the init's alone would reach the others only once the init has died.
+        if self.frozen
+            && let Some(c) = &self.cgroup
+        {
+            for pid in c.cg.pids().unwrap_or_default() {
+                let _ = isys::kill(pid, libc::SIGKILL);
+            }
             let _ = c.cg.thaw();
         }
     }
@@ -570,23 +579,25 @@ impl Supervisor<'_> {
                 return;
             }
         };
-        // The caller waits for the answer, so its /proc entry is still there to read.
+        // The run is over at the first violation: later notifications (other threads,
+        // or the same call restarted after the freeze) are neither recorded twice nor
+        // answered; their callers die blocked in the call.
+        if self.denied.is_some() {
+            return;
+        }
+        // The caller waits for an answer, so its /proc entry is still there to read.
         let pid = ns_pid(n.pid);
-        let first = self.denied.is_none();
-        // Stop the program before answering, so nothing of it runs past the violation:
-        // frozen when evidence is to be kept (the caller's syscall is interrupted and
-        // never completes), else killed at once.
-        let frozen = first
-            && self.opts.evidence.is_some()
+        // The call is never answered: the program is stopped in it, frozen when evidence
+        // is to be kept (the call is interrupted and would restart, but the program is
+        // killed before it runs again), else killed at once.
+        let frozen = self.opts.evidence.is_some()
             && self
                 .cgroup
                 .as_ref()
                 .is_some_and(|c| c.can_freeze() && c.cg.freeze().is_ok());
-        if first && !frozen {
+        self.frozen = frozen;
+        if !frozen {
             self.kill();
-        }
-        if let Some(l) = &self.listener {
-            let _ = sys::notif_deny(l.as_fd(), n.id, libc::EPERM);
         }
         let nr = i64::from(n.data.nr);
         let arch = match n.data.arch {
@@ -602,22 +613,17 @@ impl Supervisor<'_> {
             arch,
             pid,
         });
-        if first {
-            self.denied = Some(Denied {
-                syscall: name.map(str::to_owned),
-                nr,
-                arch: arch.to_owned(),
-            });
-            self.violation(frozen);
-        }
+        self.denied = Some(Denied {
+            syscall: name.map(str::to_owned),
+            nr,
+            arch: arch.to_owned(),
+        });
+        self.violation();
     }
 
-    /// A security violation: (frozen already when evidence is wanted) keep the evidence,
-    /// kill. Without evidence to keep, the sandbox is killed at once.
-    fn violation(&mut self, frozen: bool) {
-        if !frozen {
-            self.kill();
-        }
+    /// A security violation, the sandbox frozen or killed already: keep the evidence
+    /// (the state outlives the processes: the supervisor holds its directory), kill.
+    fn violation(&mut self) {
         if let (Some(dir), Some(state)) = (&self.opts.evidence, &self.state) {
             // The state lives in memory the cgroup limits; without a limit, 1 GiB.
             let budget = self.opts.limits.memory.unwrap_or(1 << 30);

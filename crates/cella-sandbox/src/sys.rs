@@ -301,17 +301,7 @@ pub struct SeccompNotif {
     pub data: SeccompData,
 }
 
-/// `struct seccomp_notif_resp`.
-#[repr(C)]
-struct SeccompNotifResp {
-    id: u64,
-    val: i64,
-    error: i32,
-    flags: u32,
-}
-
 const SECCOMP_IOCTL_NOTIF_RECV: libc::c_ulong = 0xc050_2100;
-const SECCOMP_IOCTL_NOTIF_SEND: libc::c_ulong = 0xc018_2101;
 
 /// Receives one pending notification from a seccomp listener.
 pub fn notif_recv(listener: BorrowedFd<'_>) -> io::Result<SeccompNotif> {
@@ -326,25 +316,6 @@ pub fn notif_recv(listener: BorrowedFd<'_>) -> io::Result<SeccompNotif> {
         )
     })?;
     Ok(n)
-}
-
-/// Answers notification `id`: the syscall fails with `errno` without running.
-pub fn notif_deny(listener: BorrowedFd<'_>, id: u64, errno: i32) -> io::Result<()> {
-    let mut r = SeccompNotifResp {
-        id,
-        val: 0,
-        error: -errno,
-        flags: 0,
-    };
-    // SAFETY: `r` is a live #[repr(C)] seccomp_notif_resp the kernel reads.
-    check(unsafe {
-        libc::ioctl(
-            listener.as_raw_fd(),
-            SECCOMP_IOCTL_NOTIF_SEND,
-            &mut r as *mut SeccompNotifResp,
-        )
-    })
-    .map(drop)
 }
 
 /// Brings the loopback interface up in the calling thread's network namespace.
