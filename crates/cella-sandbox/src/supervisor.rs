@@ -1,8 +1,8 @@
 //! The supervisor: plans and checks everything, creates the cgroup, forks the sandbox's
 //! init into new namespaces, and then watches until the program ends: its output (counted
-//! against the output limit), its seccomp notifications (each denied syscall is audited,
-//! never answered: the program is stopped in the call and the run ends as SV), the wall and CPU clocks, and the pids
-//! counter. Every limit is judged from a counter (cgroup or supervisor), not guessed
+//! against the output limit), its seccomp notifications (each denied syscall is audited
+//! and never answered: the program is stopped in the call and the run ends as SV), the
+//! wall and CPU clocks, and the pids counter. Every limit is judged from a counter (cgroup or supervisor), not guessed
 //! from the exit signal alone. At the end it removes everything it made.
 
 use std::ffi::CString;
