@@ -5,8 +5,8 @@
 #
 #   bench/sandbox.sh [RUNS]        (root; builds cella in release mode first)
 #
-# Uses hyperfine when installed, else a loop timed by python3. Run it on a quiet machine:
-# every figure is a median, but a loaded 2-core box moves them by milliseconds.
+# Timed by python3 (posix_spawn + waitpid), the commands interleaved round by round. Run it
+# on a quiet machine: every figure is a median, but a loaded 2-core box moves them.
 set -eu
 RUNS=${1:-100}
 cd "$(dirname "$0")/.."
@@ -32,31 +32,33 @@ else
 fi
 command -v bwrap >/dev/null 2>&1 || { echo "bwrap is not installed (apt-get install bubblewrap)" >&2; exit 1; }
 
-if command -v hyperfine >/dev/null 2>&1; then
-    set --
-    while IFS='|' read -r name cmd; do
-        set -- "$@" -n "$name" "$cmd"
-    done < "$WORK/cases"
-    hyperfine -N -w 5 -r "$RUNS" --export-json "$WORK/runs.json" "$@" >/dev/null 2>&1
-else
-    python3 - "$WORK/cases" "$RUNS" "$WORK/runs.json" <<'EOF'
-import json, shlex, subprocess, sys, time
+# Rounds interleave the commands in a shuffled order, so a load change on a shared
+# machine hits all of them alike (hyperfine would run each command's batch in turn).
+python3 - "$WORK/cases" "$RUNS" "$WORK/runs.json" <<'EOF'
+import json, os, random, shlex, sys, time
 cases = [l.rstrip("\n").split("|", 1) for l in open(sys.argv[1]) if "|" in l]
 runs = int(sys.argv[2])
-out = {"results": []}
-for name, cmd in cases:
-    argv = shlex.split(cmd)
-    for _ in range(5):
-        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        times.append(time.perf_counter() - t)
-    out["results"].append({"command": name, "times": times})
-json.dump(out, open(sys.argv[3], "w"))
+devnull = os.open(os.devnull, os.O_RDWR)
+def once(argv):
+    t = time.perf_counter()
+    pid = os.posix_spawnp(argv[0], argv, os.environ,
+                          file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 1),
+                                        (os.POSIX_SPAWN_DUP2, devnull, 2)])
+    os.waitpid(pid, 0)
+    return time.perf_counter() - t
+argvs = [(name, shlex.split(cmd)) for name, cmd in cases]
+times = {name: [] for name, _ in argvs}
+for _ in range(5):
+    for name, argv in argvs:
+        once(argv)
+for _ in range(runs):
+    order = argvs[:]
+    random.shuffle(order)
+    for name, argv in order:
+        times[name].append(once(argv))
+json.dump({"results": [{"command": n, "times": times[n]} for n, _ in argvs]},
+          open(sys.argv[3], "w"))
 EOF
-fi
 
 python3 - "$WORK/runs.json" <<'EOF'
 import json, statistics, sys
