@@ -994,3 +994,30 @@ fn a_sparse_file_does_not_flood_the_evidence() {
     let skipped = fs::read_to_string(evidence.join("SKIPPED")).unwrap();
     assert!(skipped.contains("107374182400  tmp/huge"), "{skipped}");
 }
+
+#[test]
+fn other_runs_are_invisible() {
+    if !ready() {
+        return;
+    }
+    let d = Scratch::new("sbx-hide");
+    let r = sandbox(
+        &d,
+        &["--memory", "64M"],
+        &[
+            "sh",
+            "-c",
+            "ls -A /sys/fs/cgroup | wc -l; ls /proc | grep -c '^[0-9]'",
+        ],
+    );
+    assert_eq!(r.status(), "OK", "{}", r.why());
+    // No cgroup tree; only the sandbox's own processes (init, sh, ls or grep, wc).
+    let text = r.stdout();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("0"), "{}", r.why());
+    let procs: u32 = lines
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(99);
+    assert!(procs <= 5, "{}", r.why());
+}

@@ -9,10 +9,10 @@
 //! 3. the root (host "/" or `--rootfs`) is bound recursively and made read-only, nosuid
 //!    and nodev with mount_setattr (which only sets flags, so it works on the mounts a
 //!    user namespace locks);
-//! 4. a fresh /proc (/proc/sys read-only), a minimal /dev on a tmpfs (null, zero, full,
-//!    random, urandom, tty bound from the host, a private devpts, /dev/shm), /tmp bound
-//!    from `state/tmp`, `--bind`/`--ro-bind`, and `--workdir` as an overlay whose upper
-//!    layer is `state/upper`;
+//! 4. a fresh /proc (/proc/sys read-only), /sys/fs/cgroup hidden, a minimal /dev on a
+//!    tmpfs (null, zero, full, random, urandom, tty bound from the host, a private
+//!    devpts, /dev/shm), /tmp bound from `state/tmp`, `--bind`/`--ro-bind`, and
+//!    `--workdir` as an overlay whose upper layer is `state/upper`;
 //! 5. pivot_root into `root/`, the old root detached.
 //!
 //! Paths are the grader's, not the submission's, and are resolved before the submission
@@ -87,6 +87,8 @@ pub struct FsPlan {
     state_tmp: CString,
     proc_: CString,
     proc_sys: CString,
+    /// The host's cgroup tree as the root shows it, hidden (it names other runs).
+    sys_cgroup: CString,
     dev: CString,
     dev_pts: CString,
     dev_shm: CString,
@@ -238,6 +240,7 @@ impl FsPlan {
             state: cat(&state, ""),
             proc_: cat(&root, "/proc"),
             proc_sys: cat(&root, "/proc/sys"),
+            sys_cgroup: cat(&root, "/sys/fs/cgroup"),
             dev_pts: cat(&dev, "/pts"),
             dev_shm: cat(&dev, "/shm"),
             dev: cat(&dev, ""),
@@ -344,6 +347,21 @@ impl FsPlan {
             "make read-only",
             &self.proc_sys,
         )?;
+        // The host's cgroup tree names every other run (ids can be students'): an empty,
+        // read-only tmpfs hides it, where the root has one.
+        if sys::file_type(&self.sys_cgroup).is_ok() {
+            at(
+                sys::mount(
+                    Some(c"tmpfs"),
+                    &self.sys_cgroup,
+                    Some(c"tmpfs"),
+                    MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
+                    Some(c"mode=0555,size=4k"),
+                ),
+                "mount tmpfs on",
+                &self.sys_cgroup,
+            )?;
+        }
         // /dev: a small tmpfs with only the harmless devices, read-only once populated.
         at(
             sys::mount(
