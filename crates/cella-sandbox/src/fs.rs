@@ -491,3 +491,61 @@ impl FsPlan {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bind(src: &str, dst: &str, readonly: bool) -> Bind {
+        Bind {
+            source: src.into(),
+            destination: dst.into(),
+            readonly,
+        }
+    }
+
+    #[test]
+    fn destinations_are_clean_and_inside() {
+        assert_eq!(
+            inside("--bind", Path::new("/a/./b/")).unwrap(),
+            Path::new("/a/b")
+        );
+        assert!(inside("--bind", Path::new("relative")).is_err());
+        assert!(inside("--bind", Path::new("/a/../../etc")).is_err());
+        assert!(inside("--bind", Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn plan_of_binds_and_workdir() {
+        let p = FsPlan::new(
+            None,
+            &[bind("/etc", "/tmp/etc", true)],
+            Some(&bind("/usr", "/tmp/w", false)),
+        )
+        .expect("plans");
+        assert_eq!(p.root_source.as_c_str(), c"/");
+        assert_eq!(p.binds.len(), 1);
+        assert_eq!(p.binds[0].target.as_c_str(), c"/tmp/root/tmp/etc");
+        assert!(p.binds[0].readonly && p.binds[0].is_dir);
+        let (target, data, plain) = p.overlay.as_ref().expect("an overlay");
+        assert_eq!(target.as_c_str(), c"/tmp/root/tmp/w");
+        assert_eq!(
+            plain.to_str().unwrap(),
+            "lowerdir=/usr,upperdir=/tmp/state/upper,workdir=/tmp/state/work"
+        );
+        assert!(data.to_str().unwrap().ends_with(",userxattr"));
+        assert_eq!(p.cwd.as_c_str(), c"/tmp/w");
+        let p = FsPlan::new(None, &[], None).expect("plans");
+        assert_eq!(p.cwd.as_c_str(), c"/tmp");
+    }
+
+    #[test]
+    fn bad_sources_name_the_option() {
+        let e = FsPlan::new(None, &[bind("/nonexistent-x", "/tmp/x", false)], None).unwrap_err();
+        assert!(e.to_string().starts_with("--bind: `/nonexistent-x`"), "{e}");
+        let e = FsPlan::new(Some(Path::new("/etc/passwd")), &[], None).unwrap_err();
+        assert!(e.to_string().contains("is not a directory"), "{e}");
+        let e = FsPlan::new(None, &[], Some(&bind("/etc/passwd", "/tmp/w", false))).unwrap_err();
+        assert!(e.to_string().starts_with("--workdir"), "{e}");
+    }
+}
