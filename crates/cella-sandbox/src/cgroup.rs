@@ -22,6 +22,51 @@ pub(crate) struct Needs {
 #[derive(Debug)]
 pub(crate) struct SandboxCgroup {
     pub(crate) cg: Cgroup,
+    /// The helper started by [`prime`], reaped by [`SandboxCgroup::add`].
+    primer: Option<libc::pid_t>,
+}
+
+/// Starts, in a short-lived child, a no-op v1 migration (the child writes itself into
+/// the memory cgroup it is already in), so that the RCU grace period the first write to a
+/// v1 `cgroup.procs` waits for (the global `cgroup_threadgroup_rwsem` switching to its
+/// slow path, 5-15 ms on this 2-cpu host) runs while the supervisor prepares and clones;
+/// the init's own migration then lands in the window where the switch is already made.
+/// A child rather than a thread: the supervisor forks the sandbox right after, and must
+/// be single-threaded then. Returns the helper's pid, or `None` when not worth it.
+fn prime(cg: &Cgroup) -> Option<libc::pid_t> {
+    let mount = &cg
+        .v1
+        .iter()
+        .find(|d| d.controllers.iter().any(|c| c == "memory"))?
+        .mount_point;
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = own
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, ctl, path) = (parts.next()?, parts.next()?, parts.next()?);
+            ctl.split(',').any(|c| c == "memory").then_some(path)
+        })?
+        .trim_start_matches('/');
+    let procs = std::ffi::CString::new(
+        mount
+            .join(path)
+            .join("cgroup.procs")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .ok()?;
+    match cella_isolate::sys::clone_fork(0, None) {
+        Ok(cella_isolate::sys::Forked::Child) => {
+            // "0" is the writer itself; nothing allocates here.
+            if let Ok(fd) = cella_isolate::sys::open(&procs, libc::O_WRONLY, 0) {
+                let _ = cella_isolate::sys::write_all(std::os::fd::AsFd::as_fd(&fd), b"0");
+            }
+            cella_isolate::sys::exit_now(0)
+        }
+        Ok(cella_isolate::sys::Forked::Parent(pid)) => Some(pid),
+        Err(_) => None,
+    }
 }
 
 /// What the counters say at the end of a run.
@@ -66,8 +111,16 @@ impl SandboxCgroup {
                 .retain(|d| d.controllers.iter().any(|c| wanted(c.as_str())));
             cg.unified = None;
         }
-        let sc = SandboxCgroup { cg };
-        sc.cg.create()?;
+        let primer = if cg.layout == Layout::Unified {
+            None
+        } else {
+            prime(&cg)
+        };
+        let mut sc = SandboxCgroup { cg, primer };
+        if let Err(e) = sc.cg.create() {
+            sc.reap_primer();
+            return Err(e);
+        }
         let mut res = LinuxResourcesBuilder::default();
         if let Some(m) = memory {
             let m = m as i64;
@@ -88,6 +141,7 @@ impl SandboxCgroup {
         }
         let res = res.build().expect("resource fields are set");
         if let Err(e) = sc.cg.apply(&res) {
+            sc.reap_primer();
             let _ = sc.cg.destroy();
             return Err(e);
         }
@@ -159,11 +213,20 @@ impl SandboxCgroup {
     }
 
     /// Moves `pid` in, where clone3 could not place it directly.
-    pub(crate) fn add(&self, pid: i32) -> Result<(), CgroupError> {
+    pub(crate) fn add(&mut self, pid: i32) -> Result<(), CgroupError> {
         if self.cg.layout == Layout::Unified {
             return Ok(());
         }
-        self.cg.add_process(pid)
+        let r = self.cg.add_process(pid);
+        self.reap_primer();
+        r
+    }
+
+    /// Waits for the primer helper (it exits right after its one write).
+    pub(crate) fn reap_primer(&mut self) {
+        if let Some(pid) = self.primer.take() {
+            let _ = cella_isolate::sys::waitpid(pid, 0);
+        }
     }
 
     /// Removes the directories. Called once the sandbox's init is reaped: its pid

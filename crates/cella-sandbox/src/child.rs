@@ -108,6 +108,12 @@ pub(crate) fn init_main(plan: &ChildPlan, wire: &Wire) -> ! {
     if let Err(e) = isys::prctl(libc::PR_SET_DUMPABLE, 0, 0) {
         fail(wire, e, text("make the init non-dumpable"));
     }
+    // The supervisor moved the init into the cgroup while it mounted (a v1 migration
+    // waits for an RCU grace period); the program must be born inside it.
+    match wire.recv() {
+        Ok(Some((Message::InCgroup, _))) => {}
+        _ => isys::exit_now(FAILED),
+    }
     let program = match isys::clone_fork(0, None) {
         Ok(isys::Forked::Child) => program_main(plan, wire),
         Ok(isys::Forked::Parent(pid)) => pid,

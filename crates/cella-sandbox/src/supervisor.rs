@@ -451,10 +451,15 @@ impl Supervisor<'_> {
                 source: io::Error::other(e.to_string()),
             }
         })?;
-        if let Some(c) = &self.cgroup {
+        mine.send(Message::Go)
+            .map_err(sys_err("start the sandbox's init"))?;
+        // Moving the init into its cgroup (v1: a write to cgroup.procs per hierarchy,
+        // the first waiting for an RCU grace period) overlaps with its mounts; it forks
+        // the program only after InCgroup.
+        if let Some(c) = &mut self.cgroup {
             c.add(pid).map_err(SandboxError::Cgroup)?;
         }
-        mine.send(Message::Go)
+        mine.send(Message::InCgroup)
             .map_err(sys_err("start the sandbox's init"))?;
         self.wire = Some(mine);
         self.audit(Record::Start);
@@ -887,8 +892,11 @@ impl Supervisor<'_> {
         }
         self.state = None;
         self.listener = None;
-        if let Some(c) = self.cgroup.take()
-            && let Err(e) = c.destroy()
+        if let Some(mut c) = self.cgroup.take()
+            && let Err(e) = {
+                c.reap_primer();
+                c.destroy()
+            }
         {
             self.failure = Some(format!("remove the sandbox cgroup: {e}"));
         }

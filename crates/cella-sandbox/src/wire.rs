@@ -6,8 +6,9 @@
 //!
 //! ```text
 //!  supervisor                       init (pid 1)              program
-//!     |  Go -->                       |  id maps written, in its cgroup
+//!     |  Go -->                       |  id maps written
 //!     |  <-- StateDir + fd            |  mounts made; fd of the private writable state
+//!     |  InCgroup -->                 |  moved into its cgroup (while it mounted)
 //!     |                               |  forks the program ------>|
 //!     |  <-- Listener + fd            |                           |  seccomp loaded
 //!     |                               |                           |  execve
@@ -31,8 +32,10 @@ const FRAME: usize = 8 + TEXT_LEN;
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Message {
-    /// Supervisor: maps written, cgroup joined; carry on.
+    /// Supervisor: id maps written; carry on with the mounts.
     Go,
+    /// Supervisor: the init is in the sandbox's cgroup; it may fork the program.
+    InCgroup,
     /// Init: the attached fd is the directory holding the writable state.
     StateDir,
     /// Program: the attached fd is its seccomp notification listener.
@@ -94,6 +97,7 @@ impl Wire {
         let mut f = [0u8; FRAME];
         let (tag, a, text): (u8, i32, Option<&Text>) = match m {
             Message::Go => (1, 0, None),
+            Message::InCgroup => (6, 0, None),
             Message::StateDir => (2, 0, None),
             Message::Listener => (3, 0, None),
             Message::Exited(s) => (4, *s, None),
@@ -134,6 +138,7 @@ impl Wire {
         let a = i32::from_ne_bytes([f[4], f[5], f[6], f[7]]);
         let m = match f[0] {
             1 => Message::Go,
+            6 => Message::InCgroup,
             2 => Message::StateDir,
             3 => Message::Listener,
             4 => Message::Exited(a),
