@@ -25,8 +25,10 @@ cella sandbox (memory+pids+cpu limits)|$CELLA sandbox --memory 256M --pids 64 --
 cella sandbox --seccomp unconfined|$CELLA sandbox --seccomp unconfined -- /bin/true
 bwrap|bwrap --unshare-all --ro-bind / / --dev /dev --proc /proc /bin/true
 EOF
+# firejail is measured in rounds of its own, after the others: at ~100 ms and a dozen
+# processes per run it loads the machine enough to distort whatever runs next to it.
 if command -v firejail >/dev/null 2>&1; then
-    echo "firejail --quiet|firejail --quiet /bin/true" >> "$WORK/cases"
+    echo "firejail --quiet|firejail --quiet /bin/true" > "$WORK/cases-firejail"
 else
     echo "(firejail is not installed: apt-get install firejail)" >&2
 fi
@@ -34,7 +36,7 @@ command -v bwrap >/dev/null 2>&1 || { echo "bwrap is not installed (apt-get inst
 
 # Rounds interleave the commands in a shuffled order, so a load change on a shared
 # machine hits all of them alike (hyperfine would run each command's batch in turn).
-python3 - "$WORK/cases" "$RUNS" "$WORK/runs.json" <<'EOF'
+cat > "$WORK/runner.py" <<'EOF'
 import json, os, random, shlex, sys, time
 cases = [l.rstrip("\n").split("|", 1) for l in open(sys.argv[1]) if "|" in l]
 runs = int(sys.argv[2])
@@ -59,10 +61,16 @@ for _ in range(runs):
 json.dump({"results": [{"command": n, "times": times[n]} for n, _ in argvs]},
           open(sys.argv[3], "w"))
 EOF
+python3 "$WORK/runner.py" "$WORK/cases" "$RUNS" "$WORK/runs.json"
+if [ -f "$WORK/cases-firejail" ]; then
+    python3 "$WORK/runner.py" "$WORK/cases-firejail" "$RUNS" "$WORK/runs-firejail.json"
+fi
 
-python3 - "$WORK/runs.json" <<'EOF'
-import json, statistics, sys
+python3 - "$WORK/runs.json" "$WORK/runs-firejail.json" <<'EOF'
+import json, os, statistics, sys
 res = json.load(open(sys.argv[1]))["results"]
+if os.path.exists(sys.argv[2]):
+    res += json.load(open(sys.argv[2]))["results"]
 med = {r["command"]: statistics.median(r["times"]) * 1000 for r in res}
 base = med.get("bwrap")
 print(f"| {'per run: /bin/true':40} | {'median ms':>9} | {'min ms':>7} | {'vs bwrap':>8} |")
