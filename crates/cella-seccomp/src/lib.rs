@@ -123,6 +123,29 @@ pub fn syscall_nr_x32(name: &str) -> Option<u32> {
     Abi::X32.lookup(name)
 }
 
+/// Every syscall name the tables know (any x86 ABI), sorted.
+pub fn syscall_names() -> impl Iterator<Item = &'static str> {
+    tables::SYSCALLS.iter().map(|r| r.0)
+}
+
+/// The name of syscall `nr` entered through the ABI of `audit_arch` (AUDIT_ARCH_X86_64,
+/// whose x32 numbers carry the x32 bit, or AUDIT_ARCH_I386), for audit records.
+pub fn syscall_name(audit_arch: u32, nr: u32) -> Option<&'static str> {
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+    const X32_BIT: u32 = 0x4000_0000;
+    let abi = match audit_arch {
+        AUDIT_ARCH_X86_64 if nr & X32_BIT != 0 => Abi::X32,
+        AUDIT_ARCH_X86_64 => Abi::X86_64,
+        AUDIT_ARCH_I386 => Abi::I386,
+        _ => return None,
+    };
+    tables::SYSCALLS
+        .iter()
+        .find(|r| abi.nr(r) == Some(nr))
+        .map(|r| r.0)
+}
+
 /// A compiled filter, ready to install.
 #[derive(Clone, Debug)]
 pub struct SeccompProgram {

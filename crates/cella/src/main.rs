@@ -79,6 +79,8 @@ enum Command {
     /// Container networking: named netns, links, addresses, routes, rules, bridge networks.
     #[command(subcommand)]
     Net(commands::net::NetCommand),
+    /// Run untrusted code with hard limits, a syscall allowlist, a verdict and an audit log.
+    Sandbox(Box<commands::sandbox::SandboxArgs>),
 }
 
 /// The OCI runtime's verbs, runc's command line.
@@ -143,7 +145,7 @@ fn verb(args: &[std::ffi::OsString]) -> Option<&str> {
 /// one of the runtime's.
 fn parse() -> (Globals, Command) {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if !matches!(verb(&args), None | Some("ns" | "net" | "help"))
+    if !matches!(verb(&args), None | Some("ns" | "net" | "sandbox" | "help"))
         && let Ok(c) = RuntimeCli::try_parse_from(&args)
     {
         return (c.globals, Command::Runtime(c.command));
@@ -176,6 +178,7 @@ fn main() -> ExitCode {
         },
         Command::Ns(c) => commands::ns::run(c, &cli),
         Command::Net(c) => commands::net::run(c, &cli),
+        Command::Sandbox(a) => commands::sandbox::run(a, &cli),
     };
     match result {
         Ok(code) => ExitCode::from(code),

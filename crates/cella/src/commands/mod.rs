@@ -12,6 +12,7 @@ pub mod ns;
 pub mod pause;
 pub mod ps;
 pub mod resume;
+pub mod sandbox;
 pub mod spec;
 pub mod start;
 pub mod state;
