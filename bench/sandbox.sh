@@ -11,7 +11,7 @@ set -eu
 RUNS=${1:-100}
 cd "$(dirname "$0")/.."
 cargo build --release -p cella >/dev/null 2>&1 || cargo build --release -p cella
-CELLA=$PWD/target/release/cella
+CELLA=$PWD/target/$(rustc -vV | sed -n 's/^host: //p')/release/cella
 [ "$(id -u)" = 0 ] || { echo "bench/sandbox.sh: run as root" >&2; exit 1; }
 
 # Not under /tmp: the sandbox has a private /tmp, and the batch's programs must be visible.
