@@ -12,6 +12,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use cella_isolate::caps::{self, CapSets};
 use cella_isolate::creds::{self, Rlimit, User};
+use cella_isolate::landlock::PreparedRuleset;
 use cella_isolate::sys as isys;
 use cella_seccomp::SeccompProgram;
 
@@ -39,6 +40,18 @@ pub(crate) struct ChildPlan {
     pub stderr: OwnedFd,
     /// setgroups(2) is allowed in the user namespace (the supervisor is root).
     pub setgroups: bool,
+    /// `--landlock`: the ruleset (made before the fork) and the rules to add once the
+    /// sandbox's own mounts exist.
+    pub landlock: Option<LandlockPlan>,
+    /// `--core-sched`: a core-scheduling cookie for the program and its children.
+    pub core_sched: bool,
+}
+
+/// A Landlock ruleset whose path rules name places inside the sandbox.
+pub(crate) struct LandlockPlan {
+    pub ruleset: PreparedRuleset,
+    /// (path inside the sandbox, access rights).
+    pub rules: Vec<(CString, u64)>,
 }
 
 fn fail(wire: &Wire, e: io::Error, step: Text) -> ! {
@@ -197,6 +210,34 @@ fn program_main(plan: &ChildPlan, wire: &Wire) -> ! {
     }
     if let Err(e) = creds::set_no_new_privs() {
         fail(wire, e, text("set no_new_privs"));
+    }
+    if plan.core_sched
+        && let Err(e) = cella_isolate::coresched::create_for_self_group()
+    {
+        fail(
+            wire,
+            io::Error::other(e),
+            text("create a core-scheduling cookie"),
+        );
+    }
+    // Before seccomp, whose allowlist has no Landlock calls.
+    if let Some(l) = &plan.landlock {
+        for (path, access) in &l.rules {
+            if let Err(e) = l.ruleset.allow_path_in_child(path, *access) {
+                fail(
+                    wire,
+                    e.source,
+                    Text::from_parts(&[b"add the landlock rule for `", path.to_bytes(), b"`"]),
+                );
+            }
+        }
+        if let Err(e) = l.ruleset.restrict_self() {
+            fail(
+                wire,
+                io::Error::other(e),
+                text("apply the landlock ruleset"),
+            );
+        }
     }
     if let Some(prog) = &plan.seccomp {
         match prog.install() {

@@ -102,6 +102,25 @@ pub struct Options {
     pub evidence: Option<PathBuf>,
     /// Names the run in the audit log and its cgroup (default: `<pid>-<time>`).
     pub id: Option<String>,
+    /// `--landlock`: a Landlock ruleset as a second wall under the mount namespace.
+    pub landlock: Option<LandlockPaths>,
+    /// `--core-sched`: a core-scheduling cookie of the sandbox's own (no SMT sibling
+    /// shared with another process at the same time).
+    pub core_sched: bool,
+}
+
+/// The paths of the `--landlock` ruleset, as the sandbox sees them (after its mounts).
+/// Empty lists take the defaults: everything readable (`/`) and only the sandbox's own
+/// writable places writable (`/tmp`, `/dev`, the work directory, read-write binds).
+/// Anything else (writes elsewhere, device ioctls, signals to and abstract sockets of
+/// processes outside, where the kernel has those rights) is denied.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LandlockPaths {
+    /// Readable and executable.
+    pub read_only: Vec<PathBuf>,
+    /// Readable, executable and writable.
+    pub read_write: Vec<PathBuf>,
 }
 
 /// How a run ended.
@@ -278,6 +297,12 @@ pub enum SandboxError {
     /// The evidence directory is unusable.
     #[error(transparent)]
     Evidence(#[from] evidence::EvidenceError),
+    /// The `--landlock` ruleset cannot be made (e.g. a kernel without Landlock).
+    #[error("--landlock")]
+    Landlock(#[source] cella_isolate::landlock::LandlockError),
+    /// `--core-sched` on a kernel without core scheduling (or without SMT).
+    #[error("--core-sched")]
+    CoreSched(#[source] cella_isolate::coresched::CoreSchedError),
     /// A kernel call of the supervisor failed while starting the sandbox.
     #[error("{op}")]
     Sys {

@@ -9,7 +9,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cella_isolate::creds::Rlimit;
@@ -182,6 +182,9 @@ pub fn run(opts: &Options) -> Result<Verdict, SandboxError> {
     }
     let fs = FsPlan::new(opts.rootfs.as_deref(), &opts.binds, opts.workdir.as_ref())?;
     let seccomp = load_seccomp(&opts.seccomp)?;
+    if opts.core_sched {
+        cella_isolate::coresched::check().map_err(SandboxError::CoreSched)?;
+    }
 
     let mut env: Vec<(String, String)> = vec![
         ("PATH".into(), DEFAULT_PATH.into()),
@@ -348,6 +351,58 @@ impl Supervisor<'_> {
         }
     }
 
+    /// The `--landlock` ruleset: made now (the kernel's ABI decides which rights it
+    /// handles), its path rules added by the program once the sandbox's mounts exist.
+    fn landlock_plan(
+        paths: &crate::LandlockPaths,
+        opts: &Options,
+    ) -> Result<child::LandlockPlan, SandboxError> {
+        use cella_isolate::landlock::{Ruleset, fs_access, fs_rights};
+        // The network namespace is the wall for sockets: leave TCP to it.
+        let rs = Ruleset::for_kernel()
+            .map_err(SandboxError::Landlock)?
+            .allow_all_tcp();
+        let all = fs_rights(rs.abi());
+        let ro: Vec<PathBuf> = if paths.read_only.is_empty() {
+            vec!["/".into()]
+        } else {
+            paths.read_only.clone()
+        };
+        let rw: Vec<PathBuf> = if paths.read_write.is_empty() {
+            let mut v: Vec<PathBuf> = vec!["/tmp".into(), "/dev".into()];
+            v.extend(opts.workdir.iter().map(|w| w.destination.clone()));
+            v.extend(
+                opts.binds
+                    .iter()
+                    .filter(|b| !b.readonly)
+                    .map(|b| b.destination.clone()),
+            );
+            v
+        } else {
+            paths.read_write.clone()
+        };
+        let mut rules = Vec::new();
+        for (list, access) in [(&ro, fs_access::READ_ONLY), (&rw, all)] {
+            for p in list {
+                let c = CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| {
+                    SandboxError::Invalid {
+                        option: "--landlock",
+                        reason: format!("{p:?} contains a NUL byte"),
+                    }
+                })?;
+                if !p.is_absolute() {
+                    return Err(SandboxError::Invalid {
+                        option: "--landlock",
+                        reason: format!("{p:?} is not an absolute path inside the sandbox"),
+                    });
+                }
+                rules.push((c, access));
+            }
+        }
+        let ruleset = rs.prepare().map_err(SandboxError::Landlock)?;
+        Ok(child::LandlockPlan { ruleset, rules })
+    }
+
     /// Forks the init, writes its id maps, puts it in the cgroup and lets it go.
     fn start(
         &mut self,
@@ -380,7 +435,13 @@ impl Supervisor<'_> {
             sys::block_signals(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
                 .map_err(sys_err("block termination signals"))?,
         );
+        let landlock = match &opts.landlock {
+            Some(paths) => Some(Self::landlock_plan(paths, opts)?),
+            None => None,
+        };
         let plan = ChildPlan {
+            landlock,
+            core_sched: opts.core_sched,
             fs,
             argv,
             envp,

@@ -84,6 +84,20 @@ pub struct SandboxArgs {
     /// Name of the run in the audit log.
     #[arg(long, value_name = "ID")]
     id: Option<String>,
+    /// Add a Landlock ruleset under the mount namespace: by default everything readable
+    /// and only /tmp, /dev, the work directory and read-write binds writable.
+    #[arg(long)]
+    landlock: bool,
+    /// A path the Landlock ruleset lets the program read (replaces the default `/`).
+    #[arg(long = "landlock-ro", value_name = "PATH", requires = "landlock")]
+    landlock_ro: Vec<PathBuf>,
+    /// A path the Landlock ruleset lets the program read and write (replaces the
+    /// default writable places).
+    #[arg(long = "landlock-rw", value_name = "PATH", requires = "landlock")]
+    landlock_rw: Vec<PathBuf>,
+    /// Give the sandbox a core-scheduling cookie of its own (SMT side channels).
+    #[arg(long = "core-sched")]
+    core_sched: bool,
     /// Run every submission of a JSON-lines manifest (id, command, limits, files).
     #[arg(long, value_name = "MANIFEST", conflicts_with = "command")]
     batch: Option<PathBuf>,
@@ -167,6 +181,11 @@ impl SandboxArgs {
             audit_log: self.audit_log.clone(),
             evidence: self.evidence.clone(),
             id: self.id.clone(),
+            landlock: self.landlock.then(|| cella_sandbox::LandlockPaths {
+                read_only: self.landlock_ro.clone(),
+                read_write: self.landlock_rw.clone(),
+            }),
+            core_sched: self.core_sched,
         })
     }
 }
