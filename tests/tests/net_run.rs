@@ -1038,3 +1038,64 @@ fn runtime_killed_at_any_point_of_create_leaves_nothing_after_delete_force() {
         "no kill left anything to clean: {reached:?}"
     );
 }
+
+#[test]
+fn sandbox_on_a_bridge_network_reaches_the_internet_through_nat_and_leaves_nothing() {
+    if !ready() || !require_tool("python3") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let inet = lab.internet();
+    let (sub, prefix) = subnet();
+    let br = unique("sbr");
+    lab.net(&[
+        "network",
+        "create",
+        "grader",
+        "--subnet",
+        &sub,
+        "--bridge",
+        &br,
+        "--masquerade",
+        "--anti-spoof",
+    ]);
+    let before = lab.leftovers();
+    let server = serve_once(&named(&inet), "198.51.100.20:8080");
+    let script = "import socket\n\
+                  print(open('/etc/resolv.conf').read().count('nameserver') > 0)\n\
+                  s = socket.create_connection(('198.51.100.20', 8080), 3)\n\
+                  print(s.recv(16).decode())\n\
+                  print(s.getsockname()[0])\n";
+    let out = lab.cella(&[
+        "sandbox",
+        "--net",
+        "grader",
+        "--wall-time",
+        "20",
+        "--result",
+        "-",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        script,
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.first(), Some(&"True"), "{text}");
+    assert_eq!(lines.get(1), Some(&"hello"), "{text}");
+    assert!(
+        lines.get(2).is_some_and(|a| a.starts_with(&prefix)),
+        "{text}"
+    );
+    // Masquerade: the server saw the host's address, not the sandbox's.
+    let peer = server.join().unwrap().expect("the sandbox connected");
+    assert_eq!(peer.ip().to_string(), "198.51.100.1");
+    // The lease, the veth and the nft elements are gone with the run.
+    assert_eq!(lab.leftovers(), before);
+    // An unknown network is refused before anything runs, naming the option.
+    let out = lab.cella(&["sandbox", "--net", "nosuch", "--", "true"]);
+    assert!(!out.status.success());
+    assert!(show(&out).contains("--net"), "{}", show(&out));
+    assert_eq!(lab.leftovers(), before);
+}

@@ -107,6 +107,23 @@ pub struct Options {
     /// `--core-sched`: a core-scheduling cookie of the sandbox's own (no SMT sibling
     /// shared with another process at the same time).
     pub core_sched: bool,
+    /// `--net NETWORK`: attach to a bridge network made with `cella net network create`
+    /// (None: a private loopback only).
+    pub network: Option<SandboxNet>,
+}
+
+/// A bridge network for the sandbox, and where `cella net` keeps its records.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxNet {
+    /// The network's name.
+    pub name: String,
+    /// Attachment state (`cella net --state-dir`).
+    pub state_dir: PathBuf,
+    /// IPAM leases (`cella net --ipam-dir`).
+    pub ipam_dir: PathBuf,
+    /// Network definitions (`cella net --network-dir`).
+    pub network_dir: PathBuf,
 }
 
 /// The paths of the `--landlock` ruleset, as the sandbox sees them (after its mounts).
@@ -303,6 +320,9 @@ pub enum SandboxError {
     /// `--core-sched` on a kernel without core scheduling (or without SMT).
     #[error("--core-sched")]
     CoreSched(#[source] cella_isolate::coresched::CoreSchedError),
+    /// `--net NETWORK` could not be set up.
+    #[error("--net")]
+    Net(#[source] cella_net::container::ContainerNetError),
     /// A kernel call of the supervisor failed while starting the sandbox.
     #[error("{op}")]
     Sys {

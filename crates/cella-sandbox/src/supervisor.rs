@@ -180,7 +180,17 @@ pub fn run(opts: &Options) -> Result<Verdict, SandboxError> {
             reason: format!("{id:?}: use letters, digits, `-`, `_` and `.` (at most 128)"),
         });
     }
-    let fs = FsPlan::new(opts.rootfs.as_deref(), &opts.binds, opts.workdir.as_ref())?;
+    // The network's lease and its hosts/resolv.conf come first: the files are bound
+    // over the root's /etc/hosts and /etc/resolv.conf like any read-only bind.
+    let net = match &opts.network {
+        Some(n) => Some(NetGuard::plan(n, &id)?),
+        None => None,
+    };
+    let mut binds = opts.binds.clone();
+    if let Some(n) = &net {
+        binds.extend(n.mounts.iter().cloned());
+    }
+    let fs = FsPlan::new(opts.rootfs.as_deref(), &binds, opts.workdir.as_ref())?;
     let seccomp = load_seccomp(&opts.seccomp)?;
     if opts.core_sched {
         cella_isolate::coresched::check().map_err(SandboxError::CoreSched)?;
@@ -266,6 +276,7 @@ pub fn run(opts: &Options) -> Result<Verdict, SandboxError> {
     };
     let mut sup = Supervisor {
         opts,
+        net,
         cgroup,
         init: None,
         audit,
@@ -309,6 +320,8 @@ struct Init {
 
 struct Supervisor<'a> {
     opts: &'a Options,
+    /// `--net NETWORK`: released by cleanup (and by drop on every earlier error).
+    net: Option<NetGuard>,
     cgroup: Option<SandboxCgroup>,
     init: Option<Init>,
     audit: Option<AuditLog>,
@@ -512,6 +525,9 @@ impl Supervisor<'_> {
                 source: io::Error::other(e.to_string()),
             }
         })?;
+        if let Some(n) = &self.net {
+            n.attach(pid)?;
+        }
         mine.send(Message::Go)
             .map_err(sys_err("start the sandbox's init"))?;
         // Moving the init into its cgroup (v1: a write to cgroup.procs per hierarchy,
@@ -953,6 +969,11 @@ impl Supervisor<'_> {
         }
         self.state = None;
         self.listener = None;
+        if let Some(n) = self.net.take()
+            && let Err(e) = n.release()
+        {
+            self.failure = Some(format!("remove the sandbox's network: {e}"));
+        }
         if let Some(mut c) = self.cgroup.take()
             && let Err(e) = {
                 c.reap_primer();
@@ -968,6 +989,105 @@ impl Supervisor<'_> {
         }
         if let Some((_, saved)) = self.signals.take() {
             sys::restore_signals(&saved);
+        }
+    }
+}
+
+/// Where a sandbox's network record lives while it runs (root only). Not under the
+/// runtime's 0700 state root: the sandbox's init, an unprivileged user on the host,
+/// binds hosts and resolv.conf from here.
+const NET_DIR: &str = "/run/cella-sandbox-net";
+
+/// A sandbox's place on a bridge network: the lease and the DNS files from
+/// `cella_net::container::plan`, the veth from `attach`. Released on drop.
+struct NetGuard {
+    dir: PathBuf,
+    mounts: Vec<crate::Bind>,
+    released: bool,
+}
+
+impl NetGuard {
+    fn plan(n: &crate::SandboxNet, id: &str) -> Result<NetGuard, SandboxError> {
+        if isys::geteuid() != 0 {
+            return Err(SandboxError::Invalid {
+                option: "--net",
+                reason: "a bridge network needs root (unprivileged runs have a loopback only)"
+                    .into(),
+            });
+        }
+        let paths = cella_net::bridge::Paths {
+            state_dir: n.state_dir.clone(),
+            ipam_dir: n.ipam_dir.clone(),
+            network_dir: n.network_dir.clone(),
+        };
+        // Ids of the runtime's containers share the network's store: keep ours apart.
+        let req = cella_net::container::ContainerRequest {
+            id: format!("sandbox-{id}"),
+            network: n.name.clone(),
+            hostname: "sandbox".into(),
+            ..Default::default()
+        };
+        let dir = Path::new(NET_DIR).join(id);
+        let made = std::fs::create_dir_all(&dir).and_then(|()| {
+            use std::os::unix::fs::PermissionsExt;
+            for d in [Path::new(NET_DIR), &dir] {
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+            }
+            Ok(())
+        });
+        made.map_err(|source| SandboxError::Sys {
+            op: "create the sandbox's network record directory",
+            source,
+        })?;
+        let mut guard = NetGuard {
+            dir,
+            mounts: Vec::new(),
+            released: false,
+        };
+        let planned =
+            cella_net::container::plan(&paths, &req, &guard.dir).map_err(SandboxError::Net)?;
+        for m in &planned.mounts {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&m.source, std::fs::Permissions::from_mode(0o644)).map_err(
+                |source| SandboxError::Sys {
+                    op: "make the sandbox's hosts and resolv.conf readable",
+                    source,
+                },
+            )?;
+        }
+        guard.mounts = planned
+            .mounts
+            .iter()
+            .map(|m| crate::Bind {
+                source: m.source.clone(),
+                destination: PathBuf::from(&m.destination),
+                readonly: true,
+            })
+            .collect();
+        Ok(guard)
+    }
+
+    /// Puts the veth into the init's network namespace, with addresses and routes.
+    fn attach(&self, pid: libc::pid_t) -> Result<(), SandboxError> {
+        let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        cella_net::container::attach(&self.dir, &netns)
+            .map(drop)
+            .map_err(SandboxError::Net)
+    }
+
+    fn release(mut self) -> Result<(), SandboxError> {
+        self.released = true;
+        let r = cella_net::container::detach(&self.dir).map_err(SandboxError::Net);
+        let _ = std::fs::remove_dir_all(&self.dir);
+        r
+    }
+}
+
+impl Drop for NetGuard {
+    fn drop(&mut self) {
+        if !self.released {
+            let _ = cella_net::container::detach(&self.dir);
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }

@@ -88,7 +88,7 @@ pub fn runtime(cli: &Cli) -> Result<Runtime, NoStateRoot> {
 /// Where bridge networks live: the defaults of `cella net`, or the directories named by
 /// `CELLA_NET_STATE_DIR`, `CELLA_NET_IPAM_DIR` and `CELLA_NET_NETWORK_DIR` (what
 /// `--state-dir`, `--ipam-dir` and `--network-dir` of `cella net` set).
-fn net_paths() -> cella_net::bridge::Paths {
+pub(crate) fn net_paths() -> cella_net::bridge::Paths {
     let mut p = cella_net::bridge::Paths::default();
     for (var, dir) in [
         ("CELLA_NET_STATE_DIR", &mut p.state_dir),

@@ -60,8 +60,9 @@ pub struct SandboxArgs {
         default_value = "default"
     )]
     seccomp: String,
-    /// Network: none (a private loopback only).
-    #[arg(long, value_name = "MODE", default_value = "none")]
+    /// Network: none (a private loopback only), or the name of a bridge network made
+    /// with `cella net network create` (root only).
+    #[arg(long, value_name = "none|NETWORK", default_value = "none")]
     net: String,
     /// Write the verdict JSON here (`-` for stderr).
     #[arg(long, value_name = "FILE")]
@@ -135,13 +136,6 @@ fn split_bind(s: &str, readonly: bool) -> Bind {
 
 impl SandboxArgs {
     fn options(&self) -> Result<Options, Box<dyn std::error::Error>> {
-        if self.net != "none" {
-            return Err(format!(
-                "--net: {:?} is not supported yet: only `none` (a private loopback)",
-                self.net
-            )
-            .into());
-        }
         let mut binds: Vec<Bind> = self.bind.iter().map(|b| split_bind(b, false)).collect();
         binds.extend(self.ro_bind.iter().map(|b| split_bind(b, true)));
         let env = self
@@ -186,6 +180,15 @@ impl SandboxArgs {
                 read_write: self.landlock_rw.clone(),
             }),
             core_sched: self.core_sched,
+            network: (self.net != "none").then(|| {
+                let p = super::net_paths();
+                cella_sandbox::SandboxNet {
+                    name: self.net.clone(),
+                    state_dir: p.state_dir,
+                    ipam_dir: p.ipam_dir,
+                    network_dir: p.network_dir,
+                }
+            }),
         })
     }
 }
