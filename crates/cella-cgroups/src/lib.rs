@@ -163,12 +163,26 @@ impl Cgroup {
                 });
             }
         }
-        Ok(Cgroup {
+        let cg = Cgroup {
             layout,
             v1,
             unified,
             systemd: unit,
-        })
+        };
+        if let Some(u) = &cg.systemd
+            && let Some(d) = cg.dirs().into_iter().find(|d| d.exists())
+        {
+            // Another container's unit: failing later would make our cleanup stop it.
+            return Err(CgroupError::invalid(
+                "linux.cgroupsPath",
+                format!(
+                    "the systemd unit {} exists already (its cgroup `{}` does)",
+                    u.unit,
+                    d.display()
+                ),
+            ));
+        }
+        Ok(cg)
     }
 
     /// A pure-v2 cgroup at `root/<path>` for any cgroup2 mount `root` (for example

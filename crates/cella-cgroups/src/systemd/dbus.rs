@@ -617,8 +617,13 @@ impl Connection {
             .map_err(io_err("set a timeout on"))?;
         // SAFETY: geteuid has no preconditions and cannot fail.
         let uid = unsafe { libc::geteuid() };
+        // AUTH and BEGIN go out in one write, before the server's OK is read (as sd-bus
+        // clients do). Sending BEGIN only after OK lets it and the first message reach
+        // the server in one read, and systemd 252 then leaves that message in its buffer
+        // unprocessed until more bytes arrive (seen here: StopUnit answered only when we
+        // hung up 30 s later).
         stream
-            .write_all(format!("\0AUTH EXTERNAL {}\r\n", hex(&uid.to_string())).as_bytes())
+            .write_all(format!("\0AUTH EXTERNAL {}\r\nBEGIN\r\n", hex(&uid.to_string())).as_bytes())
             .map_err(io_err("write to"))?;
         let reply = read_line(&mut stream).map_err(io_err("read from"))?;
         if !reply.starts_with("OK ") {
@@ -627,7 +632,6 @@ impl Connection {
                 reply,
             });
         }
-        stream.write_all(b"BEGIN\r\n").map_err(io_err("write to"))?;
         Ok(Connection {
             stream,
             path: path.to_owned(),
@@ -972,6 +976,100 @@ mod tests {
             split_signature("a(sv)ua{sv}").unwrap(),
             ["a(sv)", "u", "a{sv}"]
         );
+    }
+
+    /// A peer on a real socket that, like systemd's sd-bus server, reads the whole
+    /// authentication (BEGIN included) before it answers OK, then answers one call.
+    #[test]
+    fn connection_authenticates_and_calls_over_a_socket() {
+        let dir = std::env::temp_dir().join(format!("cella-dbus-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("bus");
+        let _ = std::fs::remove_file(&sock);
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut auth = Vec::new();
+            let mut b = [0u8; 1];
+            // A client waiting for OK before BEGIN would deadlock here (and time out).
+            while !auth.ends_with(b"BEGIN\r\n") {
+                assert_eq!(s.read(&mut b).unwrap(), 1, "client hung up during auth");
+                auth.push(b[0]);
+            }
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            let uid = unsafe { libc::geteuid() };
+            let want = format!("\0AUTH EXTERNAL {}\r\nBEGIN\r\n", hex(&uid.to_string()));
+            assert_eq!(String::from_utf8_lossy(&auth), want);
+            s.write_all(b"OK 0123456789abcdef\r\n").unwrap();
+            let mut head = [0u8; 16];
+            s.read_exact(&mut head).unwrap();
+            let mut buf = head.to_vec();
+            buf.resize(Message::total_len(&head).unwrap(), 0);
+            s.read_exact(&mut buf[16..]).unwrap();
+            let call = Message::decode(&buf).unwrap();
+            assert_eq!(call.member.as_deref(), Some("StopUnit"));
+            // A signal first (kept for wait_signal), then the error reply.
+            let signal = Message {
+                kind: MessageType::Signal,
+                serial: 1,
+                path: Some("/org/freedesktop/systemd1".into()),
+                interface: Some("org.freedesktop.systemd1.Manager".into()),
+                member: Some("JobRemoved".into()),
+                error_name: None,
+                reply_serial: None,
+                destination: None,
+                body: vec![
+                    Value::U32(1),
+                    Value::Path("/job/1".into()),
+                    Value::str("a.scope"),
+                    Value::str("done"),
+                ],
+            };
+            s.write_all(&signal.encode().unwrap()).unwrap();
+            let reply = Message {
+                kind: MessageType::Error,
+                serial: 2,
+                path: None,
+                interface: None,
+                member: None,
+                error_name: Some("org.freedesktop.systemd1.NoSuchUnit".into()),
+                reply_serial: Some(call.serial),
+                destination: None,
+                body: vec![Value::str("Unit a.scope not loaded.")],
+            };
+            s.write_all(&reply.encode().unwrap()).unwrap();
+        });
+        let mut c = Connection::connect(&sock, Duration::from_secs(5)).unwrap();
+        let e = c
+            .call(Message::method_call(
+                "org.freedesktop.systemd1",
+                "/org/freedesktop/systemd1",
+                "org.freedesktop.systemd1.Manager",
+                "StopUnit",
+                vec![Value::str("a.scope"), Value::str("replace")],
+            ))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "org.freedesktop.systemd1.NoSuchUnit: Unit a.scope not loaded."
+        );
+        let sig = c
+            .wait_signal(Duration::from_secs(1), |m| {
+                m.body.get(1).and_then(Value::as_str) == Some("/job/1")
+            })
+            .unwrap();
+        assert_eq!(sig.body[3], Value::str("done"));
+        server.join().unwrap();
+        // Nothing more comes: a timeout, named as such.
+        let e = c
+            .wait_signal(Duration::from_millis(50), |_| true)
+            .unwrap_err();
+        assert!(
+            matches!(e, DbusError::Timeout { .. } | DbusError::Io { .. }),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
