@@ -245,15 +245,16 @@ bad bad_path_slice notaslice:cella:bad_path_slice "linux.cgroupsPath: .*is not a
 bad bad_path_dashes a--b.slice:cella:bad_path_dashes "linux.cgroupsPath: slice"
 # systemd itself refuses the unit (`%` is not allowed in unit names; cella leaves that
 # check to systemd): its error reaches the user, and the cloned init (still a copy of
-# cella, with its command line) is gone with the state.
+# cella, with its command line) is gone with the state. ([b] keeps pgrep from matching
+# the sh running it.)
 bad bad_unit_refused system.slice:cella:bad_unit_refused%x "systemd: start transient unit .*InvalidArgs"
 check_true bad_unit_refused_no_process "no init left" \
-    sh -c "! pgrep -f 'create --bundle $B/bad_unit_refused' > /dev/null"
+    sh -c "! pgrep -f 'create --bundle $B/[b]ad_unit_refused' > /dev/null"
 
 # --- nothing left behind ------------------------------------------------------------------
-left=$(systemctl list-units --all --plain --no-legend 'cella-*' 2>&1 | tr '\n' ' ')
+left=$(systemctl list-units --all --plain --no-legend 'cella-*.scope' 2>&1 | tr '\n' ' ')
 check no_leftover_units "" "$left"
-left=$(find $CG -name 'cella-*' -type d 2>/dev/null | tr '\n' ' ')
+left=$(find $CG -name 'cella-*.scope' -type d 2>/dev/null | tr '\n' ' ')
 check no_leftover_cgroups "" "$left"
 left=$(ls /run/cella 2>/dev/null | grep -vx exe | tr '\n' ' ')
 check no_leftover_state "" "$left"

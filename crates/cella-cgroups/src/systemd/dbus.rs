@@ -1,9 +1,9 @@
 //! A small synchronous D-Bus client: the wire format (marshalling of the types systemd's
 //! manager API needs) and a connection over a UNIX socket with SASL EXTERNAL.
 //!
-//! Why our own: the runtime path has no async runtime and no C libraries (DESIGN.md);
-//! the pure-Rust crates are async (zbus) or bind libdbus. We need a handful of method
-//! calls on one peer, so a little code does it.
+//! Why our own: the runtime path has no async runtime and no C libraries (DESIGN.md):
+//! zbus is async, dbus-rs binds libdbus; rustbus is synchronous pure Rust but a general
+//! library for what is here six method calls and one signal on one peer.
 //!
 //! Wire format (D-Bus specification, "Message Protocol" / "Marshaling"): little-endian
 //! here; every value is aligned to its type's alignment *relative to the message start*
@@ -331,9 +331,16 @@ impl<'a> Decoder<'a> {
                 1 => Value::Bool(true),
                 n => return Err(protocol(format!("boolean {n}"))),
             },
-            Some(b'u') => Value::U32(self.u32()?),
-            Some(b'i') => Value::U32(self.u32()?),
-            Some(b't' | b'x') => {
+            // Types we never send are read into the nearest variant, so any signal
+            // systemd broadcasts decodes (and is skipped): i h as u32, n q widened, d as
+            // its bits.
+            Some(b'u' | b'i' | b'h') => Value::U32(self.u32()?),
+            Some(b'n' | b'q') => {
+                self.align(2)?;
+                let s = self.take(2)?;
+                Value::U32(u32::from(u16::from_le_bytes([s[0], s[1]])))
+            }
+            Some(b't' | b'x' | b'd') => {
                 self.align(8)?;
                 let s = self.take(8)?;
                 Value::U64(u64::from_le_bytes(s.try_into().expect("took 8 bytes")))
@@ -879,6 +886,45 @@ mod tests {
             "y".into(),
             vec![Value::Byte(3), Value::Byte(255)],
         ))));
+    }
+
+    #[test]
+    fn every_basic_type_decodes() {
+        // (n q i x d h) from offset 0: n at 0, q at 2, i at 4, x at 8, d at 16, h at 24.
+        let mut bytes = vec![0xff, 0xff, 2, 0, 3, 0, 0, 0];
+        bytes.extend_from_slice(&4u64.to_le_bytes());
+        bytes.extend_from_slice(&1.5f64.to_bits().to_le_bytes());
+        bytes.extend_from_slice(&[7, 0, 0, 0]);
+        let mut d = Decoder::new(&bytes, 0);
+        assert_eq!(
+            d.value("(nqixdh)").unwrap(),
+            Value::Struct(vec![
+                Value::U32(0xffff),
+                Value::U32(2),
+                Value::U32(3),
+                Value::U64(4),
+                Value::U64(1.5f64.to_bits()),
+                Value::U32(7),
+            ])
+        );
+        // a{sv}: dict entries align like structs.
+        let mut e = Encoder::default();
+        e.value(&Value::Array(
+            "(sv)".into(),
+            vec![Value::property("A", Value::U32(1))],
+        ))
+        .unwrap();
+        let mut d = Decoder::new(&e.buf, 0);
+        assert_eq!(
+            d.value("a{sv}").unwrap(),
+            Value::Array(
+                "{sv}".into(),
+                vec![Value::Struct(vec![
+                    Value::str("A"),
+                    Value::Variant(Box::new(Value::U32(1)))
+                ])]
+            )
+        );
     }
 
     #[test]
