@@ -386,6 +386,11 @@ fn unit_absent(e: &DbusError) -> bool {
 /// Stop the unit and forget a failed state, so the name can be used again. A unit that
 /// does not exist (never started, or gone with its last process) is fine.
 pub(crate) fn stop(u: &SystemdUnit) -> Result<(), CgroupError> {
+    if !manager_socket().exists() {
+        // No manager (systemd stopped, or the state came from another boot): no unit
+        // can exist, and `delete` must still be able to remove the rest.
+        return Ok(());
+    }
     let mut c = connect(&u.unit)?;
     match c.call(manager_call(
         "StopUnit",
