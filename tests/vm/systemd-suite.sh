@@ -208,6 +208,24 @@ mkbundle sd3 'exec sleep 1000' '{}'
 $CELLA run --detach --bundle $B/sd3 sd3 > /tmp/sd3.out 2>&1 || fail default_slice "$(cat /tmp/sd3.out)"
 check default_slice "/system.slice/cella-sd3.scope" "$(prop cella-sd3.scope ControlGroup)"
 
+# --- a name ending in .slice: a slice unit, where its name puts it; init joins it ------
+SL=cellatest-sl1.slice
+SD=$CG/cellatest.slice/$SL
+mkbundle sl1 'exec sleep 1000' '{"pids": {"limit": 20}}' system.slice:cella:$SL
+if $CELLA run --detach --bundle $B/sl1 sl1 > /tmp/sl1.out 2>&1; then
+    check slice_unit "active /cellatest.slice/$SL" "$(prop $SL ActiveState) $(prop $SL ControlGroup)"
+    check slice_unit_init "0::/cellatest.slice/$SL" "$(rd /proc/$(state_field sl1 pid)/cgroup)"
+    check slice_unit_pids.max 20 "$(rd $SD/pids.max)"
+else
+    fail slice_unit "$(cat /tmp/sl1.out)"
+fi
+$CELLA delete --force sl1 > /tmp/sl1.out 2>&1 || fail slice_unit_delete "$(cat /tmp/sl1.out)"
+if unit_gone $SL; then
+    check_true slice_unit_delete "no unit, no cgroup, no state" test ! -e $SD -a ! -e /run/cella/sl1
+else
+    fail slice_unit_delete "$SL is $(prop $SL ActiveState)"
+fi
+
 # --- init killed from outside: systemd drops the empty scope; delete still cleans up --
 pid=$(state_field sd3 pid)
 kill -9 "$pid"

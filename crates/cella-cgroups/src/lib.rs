@@ -314,7 +314,17 @@ impl Cgroup {
             }
         }
         self.create_dirs()?;
-        self.add_process(pid)?;
+        // On pure v2 a scope's PIDs= put init in its only directory; a write to
+        // cgroup.procs would be a second migration (and an RCU grace period) for nothing.
+        // Slices take no PIDs, and systemd manages only some v1 hierarchies.
+        let placed = self.layout == Layout::Unified
+            && self
+                .systemd
+                .as_ref()
+                .is_some_and(|u| !u.unit.ends_with(".slice"));
+        if !placed {
+            self.add_process(pid)?;
+        }
         self.apply(res)
     }
 
