@@ -81,6 +81,34 @@ const EXPECTED: &[&str] = &[
     "no_leftover_state",
 ];
 
+/// Checks of the hybrid boot (names as tests/vm/systemd-hybrid.sh prints them).
+const EXPECTED_HYBRID: &[&str] = &[
+    "systemd_pid1",
+    "systemd_private_socket",
+    "hy_layout",
+    "hy_create",
+    "hy_unit",
+    "hy_init_in_every_hierarchy",
+    "hy_systemd_made_memory",
+    "hy_cella_made_freezer",
+    "hy_memory.limit_in_bytes",
+    "hy_cpu.shares",
+    "hy_cpu.cfs_quota_us",
+    "hy_pids.max",
+    "hy_cpuset.cpus",
+    "hy_exec_in_every_hierarchy",
+    "hy_pause",
+    "hy_resume",
+    "hy_delete_removes_unit",
+    "hy_delete_removes_cgroups",
+    "hy_delete_removes_state",
+    "hy_bad_unit_refused",
+    "hy_bad_unit_refused_nothing_left",
+    "hy_no_leftover_units",
+    "hy_no_leftover_cgroups",
+    "hy_no_leftover_state",
+];
+
 /// Debian packages the VM needs on the host.
 const PACKAGES: &[&str] = &[
     "qemu-system-x86",
@@ -90,7 +118,7 @@ const PACKAGES: &[&str] = &[
     "systemd",
 ];
 
-/// How long the VM may run before it is killed (booting systemd under TCG over 9p and
+/// How long one VM may run before it is killed (booting systemd under TCG over 9p and
 /// the suite take 45-90 s here, depending on load).
 const VM_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -233,46 +261,54 @@ fn build_initramfs(cella: &Path, kernel: &Path) -> PathBuf {
     img
 }
 
-/// Kills and reaps qemu however the test ends, and removes the image.
+/// Kills and reaps qemu however the test ends.
 struct Vm {
     child: Child,
-    image: PathBuf,
 }
 
 impl Drop for Vm {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+/// Removes the image however the test ends (it serves both boots).
+struct Image(PathBuf);
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
 /// Boots the VM and returns its serial output (lines without `\r`) and whether it
 /// finished before the timeout.
-fn boot(kernel: &Path, image: PathBuf) -> (Vec<String>, bool) {
+fn boot(kernel: &Path, image: &Path, extra_append: &str) -> (Vec<String>, bool) {
     let child = Command::new("qemu-system-x86_64")
         .args(["-nodefaults", "-display", "none", "-serial", "stdio"])
         .args(["-no-reboot", "-m", "1024", "-smp", "2", "-accel", "tcg"])
         .arg("-kernel")
         .arg(kernel)
         .arg("-initrd")
-        .arg(&image)
+        .arg(image)
         // The host's / is the VM's root (read-only, under a tmpfs overlay): its systemd,
         // systemctl and libraries, without building a disk image.
         .args([
             "-virtfs",
             "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap",
         ])
-        .args([
-            "-append",
-            "console=ttyS0 quiet panic=-1 systemd.unit=cella-vmtest.service systemd.show_status=0",
-        ])
+        .arg("-append")
+        .arg(format!(
+            "console=ttyS0 quiet panic=-1 systemd.unit=cella-vmtest.service \
+             systemd.show_status=0 {extra_append}"
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start qemu-system-x86_64");
-    let mut vm = Vm { child, image };
+    let mut vm = Vm { child };
     let (tx, rx) = mpsc::channel();
     let stdout = vm.child.stdout.take().expect("qemu stdout");
     let stderr = vm.child.stderr.take().expect("qemu stderr");
@@ -305,6 +341,67 @@ fn boot(kernel: &Path, image: PathBuf) -> (Vec<String>, bool) {
     }
 }
 
+/// Boots one layout, runs the suite and returns what went wrong (empty: all passed).
+fn run_layout(
+    kernel: &Path,
+    image: &Path,
+    layout: &str,
+    extra_append: &str,
+    expected: &[&str],
+) -> Vec<String> {
+    let t = Instant::now();
+    let (lines, finished) = boot(kernel, image, extra_append);
+    eprintln!(
+        "systemd_vm [{layout}]: VM (boot + suite) {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let results: Vec<(&str, bool, &str)> = lines
+        .iter()
+        .filter_map(|l| {
+            let rest = l.split_once("RESULT ")?.1;
+            let mut parts = rest.splitn(3, ' ');
+            let name = parts.next()?;
+            let verdict = parts.next()?;
+            Some((name, verdict == "PASS", parts.next().unwrap_or("")))
+        })
+        .collect();
+    for (name, ok, detail) in &results {
+        eprintln!("  {} {name} {detail}", if *ok { "PASS" } else { "FAIL" });
+    }
+    // Timings inside the VM: uptime when the suite started and ended, a create, a delete.
+    for l in lines.iter().filter(|l| l.starts_with("VMINFO")) {
+        eprintln!("  {l}");
+    }
+    let mut problems = Vec::new();
+    if !finished {
+        problems.push(format!(
+            "the VM did not power off within {} s",
+            VM_TIMEOUT.as_secs()
+        ));
+    }
+    if !lines.iter().any(|l| l.trim_end() == "SUITE DONE") {
+        problems.push("no `SUITE DONE` line".to_owned());
+    }
+    for (name, ok, detail) in &results {
+        if !ok {
+            problems.push(format!("{name} failed: {detail}"));
+        }
+    }
+    for want in expected {
+        if !results.iter().any(|(n, _, _)| n == want) {
+            problems.push(format!("{want}: no result"));
+        }
+    }
+    if problems.is_empty() {
+        return problems;
+    }
+    vec![format!(
+        "[{layout}] {}\n--- serial log ---\n{}",
+        problems.join("; "),
+        lines.join("\n")
+    )]
+}
+
 #[test]
 fn systemd_cgroup_driver_under_systemd() {
     if !require_root() {
@@ -326,64 +423,26 @@ fn systemd_cgroup_driver_under_systemd() {
     let t0 = Instant::now();
     let cella = build_static_cella();
     let t_build = t0.elapsed();
-    let image = build_initramfs(&cella, &kernel);
-    let t_image = t0.elapsed() - t_build;
-    let t1 = Instant::now();
-    let (lines, finished) = boot(&kernel, image);
-    let t_vm = t1.elapsed();
+    let image = Image(build_initramfs(&cella, &kernel));
     eprintln!(
-        "systemd_vm: static build {:.1} s, initramfs {:.1} s, VM (boot + suite) {:.1} s, kernel {}",
+        "systemd_vm: static build {:.1} s, initramfs {:.1} s, kernel {}",
         t_build.as_secs_f64(),
-        t_image.as_secs_f64(),
-        t_vm.as_secs_f64(),
+        (t0.elapsed() - t_build).as_secs_f64(),
         kernel.display()
     );
-
-    let log = lines.join("\n");
-    let results: Vec<(&str, bool, &str)> = lines
-        .iter()
-        .filter_map(|l| {
-            let rest = l.split_once("RESULT ")?.1;
-            let mut parts = rest.splitn(3, ' ');
-            let name = parts.next()?;
-            let verdict = parts.next()?;
-            Some((name, verdict == "PASS", parts.next().unwrap_or("")))
-        })
-        .collect();
-    for (name, ok, detail) in &results {
-        eprintln!("  {} {name} {detail}", if *ok { "PASS" } else { "FAIL" });
-    }
-    // Timings inside the VM (uptime when the suite started and ended, a create, a delete)
-    // and systemd's own startup figure.
-    for l in lines
-        .iter()
-        .filter(|l| l.starts_with("VMINFO") || l.contains("Startup finished"))
-    {
-        eprintln!("  {l}");
-    }
-    let mut problems = Vec::new();
-    if !finished {
-        problems.push(format!(
-            "the VM did not power off within {} s",
-            VM_TIMEOUT.as_secs()
-        ));
-    }
-    if !lines.iter().any(|l| l.trim_end() == "SUITE DONE") {
-        problems.push("no `SUITE DONE` line".to_owned());
-    }
-    for (name, ok, detail) in &results {
-        if !ok {
-            problems.push(format!("{name} failed: {detail}"));
-        }
-    }
-    for want in EXPECTED {
-        if !results.iter().any(|(n, _, _)| n == want) {
-            problems.push(format!("{want}: no result"));
-        }
-    }
+    // systemd 252's default, pure cgroup v2; then its hybrid layout (v1 controllers,
+    // cgroup2 for its own tracking), the one this dev machine has.
+    let mut problems = run_layout(&kernel, &image.0, "pure v2", "", EXPECTED);
+    problems.extend(run_layout(
+        &kernel,
+        &image.0,
+        "hybrid",
+        "systemd.unified_cgroup_hierarchy=0",
+        EXPECTED_HYBRID,
+    ));
     assert!(
         problems.is_empty(),
-        "systemd driver suite: {}\n--- serial log ---\n{log}",
-        problems.join("; ")
+        "systemd driver suite: {}",
+        problems.join("\n")
     );
 }

@@ -2,7 +2,7 @@
 # Builds the initramfs of the systemd test VM:
 #   tests/vm/mksystemd-initramfs.sh OUT.cpio.gz STATIC_CELLA KERNEL_VERSION [BUSYBOX]
 # A static busybox with its applet links, tests/vm/systemd-init as /init, and under /vm:
-# the suite, the static cella, a busybox rootfs for the containers, and the modules the
+# the suite (systemd-suite.sh, sourcing systemd-hybrid.sh on a hybrid boot), the static cella, a busybox rootfs for the containers, and the modules the
 # first stage needs to reach the host's / (virtio-pci, 9p, overlay) from
 # /lib/modules/KERNEL_VERSION. Needs root (mknod), cpio and gzip.
 set -eu
@@ -31,7 +31,7 @@ mknod -m 600 "$stage/dev/console" c 5 1
 mknod -m 666 "$stage/dev/null" c 1 3
 cp "$here/systemd-init" "$stage/init"
 chmod 755 "$stage/init"
-cp "$here/systemd-suite.sh" "$stage/vm/systemd-suite.sh"
+cp "$here/systemd-suite.sh" "$here/systemd-hybrid.sh" "$stage/vm/"
 cp "$cella" "$stage/vm/cella"
 chmod 755 "$stage/vm/cella"
 for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci \
