@@ -35,6 +35,10 @@ state_field() {
 }
 # prop UNIT PROPERTY: one property as systemctl shows it.
 prop() { systemctl show -p "$2" --value "$1" 2>&1; }
+# snap UNIT: all properties at once into /tmp/unit.props (each systemctl costs about a
+# second under TCG); pv PROPERTY reads one from it.
+snap() { systemctl show "$1" > /tmp/unit.props 2>&1; }
+pv() { sed -n "s/^$1=//p" /tmp/unit.props; }
 # wait_status ID STATUS: polls `cella state` for up to 30 s.
 wait_status() {
     i=0
@@ -153,19 +157,20 @@ else
 fi
 pid=$(state_field sd1 pid)
 check_true state_records_unit "$U in state.json" grep -q "\"unit\": *\"$U\"" /run/cella/sd1/state.json
-check unit_active active "$(prop $U ActiveState)"
-check unit_control_group "$P" "$(prop $U ControlGroup)"
-check unit_slice machine-cella.slice "$(prop $U Slice)"
-check unit_delegate yes "$(prop $U Delegate)"
-check unit_description "cella container sd1" "$(prop $U Description)"
-check unit_memory_max 67108864 "$(prop $U MemoryMax)"
-check unit_memory_low 33554432 "$(prop $U MemoryLow)"
-check unit_memory_swap_max 33554432 "$(prop $U MemorySwapMax)"
-check unit_tasks_max 64 "$(prop $U TasksMax)"
-check unit_cpu_weight 59 "$(prop $U CPUWeight)"
-check unit_cpu_quota 500ms "$(prop $U CPUQuotaPerSecUSec)"
-check unit_allowed_cpus 0 "$(prop $U AllowedCPUs)"
-check unit_io_weight 4950 "$(prop $U IOWeight)"
+snap $U
+check unit_active active "$(pv ActiveState)"
+check unit_control_group "$P" "$(pv ControlGroup)"
+check unit_slice machine-cella.slice "$(pv Slice)"
+check unit_delegate yes "$(pv Delegate)"
+check unit_description "cella container sd1" "$(pv Description)"
+check unit_memory_max 67108864 "$(pv MemoryMax)"
+check unit_memory_low 33554432 "$(pv MemoryLow)"
+check unit_memory_swap_max 33554432 "$(pv MemorySwapMax)"
+check unit_tasks_max 64 "$(pv TasksMax)"
+check unit_cpu_weight 59 "$(pv CPUWeight)"
+check unit_cpu_quota 500ms "$(pv CPUQuotaPerSecUSec)"
+check unit_allowed_cpus 0 "$(pv AllowedCPUs)"
+check unit_io_weight 4950 "$(pv IOWeight)"
 check init_in_unit_cgroup "0::$P" "$(rd /proc/$pid/cgroup)"
 check memory.max 67108864 "$(rd $D/memory.max)"
 check memory.low 33554432 "$(rd $D/memory.low)"
