@@ -270,6 +270,25 @@ else
     $CELLA delete --force sd3
 fi
 
+# --- cella itself killed during create, after the unit started: delete --force cleans up
+# A createRuntime hook (run by cella once init is in its cgroup) notes the unit's state and
+# SIGKILLs its parent, the `cella create`. Init then loses its channel and exits, so
+# systemd drops the scope by itself; what must hold is that the state named the unit and
+# `delete --force` finishes the job.
+mkbundle crash2 'exec sleep 1000' '{"pids": {"limit": 10}}'
+sed -i 's|^  "ociVersion": "1.2.0",|  "ociVersion": "1.2.0", "hooks": {"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "systemctl show -p ActiveState --value cella-crash2.scope > /tmp/crash2.unit; kill -9 $PPID"]}]},|' $B/crash2/config.json
+$CELLA create --bundle $B/crash2 crash2 > /tmp/crash2.out 2>&1
+check crash_during_create_unit_was_active active "$(cat /tmp/crash2.unit 2>&1)"
+check_true crash_during_create_state_names_unit "cella-crash2.scope in state.json" \
+    grep -q '"unit": *"cella-crash2.scope"' /run/cella/crash2/state.json
+$CELLA delete --force crash2 > /tmp/crash2.out 2>&1 || fail crash_during_create_delete "$(cat /tmp/crash2.out)"
+if unit_gone cella-crash2.scope; then
+    check_true crash_during_create_delete "no unit, no cgroup, no state, no init" sh -c \
+        "test ! -e $CG/system.slice/cella-crash2.scope -a ! -e /run/cella/crash2 && ! pgrep -f 'create --bundle $B/[c]rash2' > /dev/null"
+else
+    fail crash_during_create_delete "cella-crash2.scope is $(prop cella-crash2.scope ActiveState)"
+fi
+
 # --- bad input: a clear error, nothing created ------------------------------------------
 bad bad_path_parts system.slice:cella "linux.cgroupsPath: .*slice:prefix:name"
 bad bad_path_slice notaslice:cella:bad_path_slice "linux.cgroupsPath: .*is not a slice name"
