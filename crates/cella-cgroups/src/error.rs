@@ -20,13 +20,38 @@ pub enum CgroupError {
     /// The systemd driver was asked for but systemd is not the init system.
     #[error("systemd is not running (no /run/systemd/system)")]
     SystemdNotRunning,
-    /// The systemd driver was asked for; cella only has the cgroupfs driver so far.
+    /// A call to the systemd manager failed.
+    #[error("systemd: {op} `{unit}`")]
+    Systemd {
+        /// What was asked, e.g. "start transient unit".
+        op: &'static str,
+        /// The unit.
+        unit: String,
+        /// The D-Bus failure (systemd's own error name and text when it refused).
+        #[source]
+        source: crate::systemd::dbus::DbusError,
+    },
+    /// A systemd job ended other than "done".
+    #[error("systemd: {op} `{unit}`: the job ended {result:?} (see `journalctl -u {unit}`)")]
+    SystemdJob {
+        /// "start" or "stop".
+        op: &'static str,
+        /// The unit.
+        unit: String,
+        /// The job's result, e.g. "failed" or "timeout".
+        result: String,
+    },
+    /// systemd put the unit's cgroup somewhere else than computed (and recorded).
     #[error(
-        "the systemd cgroup driver is not supported yet (cgroupsPath {path:?}); use the cgroupfs driver"
+        "systemd put `{unit}` in cgroup {got:?}, not {want:?} (is cella in another cgroup namespace than systemd?)"
     )]
-    SystemdUnsupported {
-        /// The `slice:prefix:name` path given.
-        path: String,
+    SystemdPlacement {
+        /// The unit.
+        unit: String,
+        /// Where cella expected it.
+        want: String,
+        /// Its ControlGroup property.
+        got: String,
     },
     /// Reading a file failed.
     #[error("read `{path}`")]

@@ -4,8 +4,9 @@
 //! recorded in the runtime's state before anything exists), then created, configured
 //! ([`Cgroup::apply`] validates everything, then writes), joined, and destroyed.
 //!
-//! Only the cgroupfs driver is implemented; the systemd driver's `slice:prefix:name` path
-//! is parsed and refused with a clear error.
+//! Two drivers: cgroupfs (cella makes the directories) and systemd (`--systemd-cgroup`:
+//! systemd makes the cgroup as a transient unit holding init, see [`Cgroup::start_unit`];
+//! the rest is the same cgroupfs code on the directory systemd delegates).
 
 mod control;
 mod devices_bpf;
@@ -17,6 +18,7 @@ mod plan;
 mod primer;
 mod stats;
 mod sys;
+mod systemd;
 mod tree;
 mod validate;
 
@@ -36,6 +38,8 @@ pub use stats::{
     BlkioEntry, BlkioStats, CpuStats, CpuUsage, HugetlbStats, MemoryEntry, MemoryStats, PidsStats,
     Stats, Throttling,
 };
+pub use systemd::SystemdUnit;
+pub use systemd::dbus::DbusError;
 pub use validate::validate;
 
 /// This cgroup's directory in one v1 hierarchy.
@@ -73,6 +77,9 @@ pub struct Cgroup {
     pub v1: Vec<V1Dir>,
     /// Directory in the unified hierarchy, if cgroup2 is mounted.
     pub unified: Option<UnifiedDir>,
+    /// The systemd unit that owns the cgroup (the systemd driver); `None` for cgroupfs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd: Option<SystemdUnit>,
 }
 
 fn controllers_at(dir: &Path) -> Result<Vec<String>, CgroupError> {
@@ -88,22 +95,27 @@ impl Cgroup {
     ///
     /// `cgroups_path` is `linux.cgroupsPath`: absolute = from each hierarchy's root,
     /// relative = under the runtime's own cgroup, empty = `/cella/<container_id>`.
-    /// With `systemd`, it must be `slice:prefix:name`; that driver is not implemented.
+    /// With `systemd`, it is `slice:prefix:name` (empty = `:cella:<id>`), and the
+    /// directories are where systemd will put the unit (`/<slice path>/prefix-name.scope`
+    /// in every hierarchy); systemd must be running.
     pub fn new(
         cgroups_path: Option<&str>,
         container_id: &str,
         systemd: bool,
     ) -> Result<Cgroup, CgroupError> {
-        if systemd {
+        let (path, unit) = if systemd {
             let p = paths::parse_systemd(cgroups_path, container_id)?;
             if !paths::systemd_running() {
                 return Err(CgroupError::SystemdNotRunning);
             }
-            return Err(CgroupError::SystemdUnsupported {
-                path: format!("{}:{}:{}", p.slice, p.prefix, p.name),
-            });
-        }
-        let path = paths::parse_cgroupfs(cgroups_path, container_id)?;
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            let rootless = unsafe { libc::geteuid() } != 0;
+            let unit = systemd::unit_for(&p, container_id, rootless)?;
+            let rel = unit.cgroup.trim_start_matches('/').to_owned();
+            (paths::CgroupsPath::Absolute(rel), Some(unit))
+        } else {
+            (paths::parse_cgroupfs(cgroups_path, container_id)?, None)
+        };
         let mounts = mountinfo::mounts()?;
         let layout = mountinfo::layout_of(&mounts)?;
         let own = match &path {
@@ -151,11 +163,26 @@ impl Cgroup {
                 });
             }
         }
-        Ok(Cgroup {
+        let cg = Cgroup {
             layout,
             v1,
             unified,
-        })
+            systemd: unit,
+        };
+        if let Some(u) = &cg.systemd
+            && let Some(d) = cg.dirs().into_iter().find(|d| d.exists())
+        {
+            // Another container's unit: failing later would make our cleanup stop it.
+            return Err(CgroupError::invalid(
+                "linux.cgroupsPath",
+                format!(
+                    "the systemd unit {} exists already (its cgroup `{}` does)",
+                    u.unit,
+                    d.display()
+                ),
+            ));
+        }
+        Ok(cg)
     }
 
     /// A pure-v2 cgroup at `root/<path>` for any cgroup2 mount `root` (for example
@@ -183,6 +210,7 @@ impl Cgroup {
                 dir: root.join(p),
                 controllers: controllers_at(root)?,
             }),
+            systemd: None,
         })
     }
 
@@ -214,7 +242,19 @@ impl Cgroup {
     /// Create the directories in every hierarchy. On v2, enable every available
     /// controller in the parents' cgroup.subtree_control; on v1, give new cpuset levels
     /// their parent's cpus and mems (empty ones refuse tasks).
+    ///
+    /// With the systemd driver this does nothing: systemd makes the cgroup when the unit
+    /// starts with init in it ([`start_unit`](Self::start_unit)).
     pub fn create(&self) -> Result<(), CgroupError> {
+        if self.systemd.is_some() {
+            return Ok(());
+        }
+        self.create_dirs()
+    }
+
+    /// The cgroupfs part of [`create`](Self::create): every missing level, controllers
+    /// enabled on the way down. Existing levels (systemd's) are kept as they are.
+    fn create_dirs(&self) -> Result<(), CgroupError> {
         for d in &self.v1 {
             let cpuset = d.controllers.iter().any(|c| c == "cpuset");
             tree::mkdir_levels(&d.mount_point, &d.dir, |parent, child| {
@@ -241,6 +281,51 @@ impl Cgroup {
             }
         }
         Ok(())
+    }
+
+    /// Whether the systemd driver owns this cgroup: it is made by
+    /// [`start_unit`](Self::start_unit) once init's pid is known, not by `create`.
+    pub fn is_systemd(&self) -> bool {
+        self.systemd.is_some()
+    }
+
+    /// The systemd driver's create + join + apply, in one step because systemd makes a
+    /// scope only with a process in it: start the transient unit holding `pid` with the
+    /// limits systemd knows (cgroup v2), wait for its job, check that its ControlGroup is
+    /// the recorded directory, enable controllers down to it and make the directories
+    /// systemd does not (v1 hierarchies it does not manage) with `pid` in them, then
+    /// write every limit as [`apply`](Self::apply) does. For a cgroupfs cgroup it is
+    /// create, add_process and apply. On failure the caller destroys the cgroup (which
+    /// stops the unit).
+    pub fn start_unit(
+        &self,
+        pid: i32,
+        res: &oci_spec::runtime::LinuxResources,
+    ) -> Result<(), CgroupError> {
+        if let Some(u) = &self.systemd {
+            let props = systemd::properties(u, Some(pid), res, self.layout == Layout::Unified)?;
+            let got = systemd::start(u, props)?;
+            if got.trim_end_matches('/') != u.cgroup.trim_end_matches('/') {
+                return Err(CgroupError::SystemdPlacement {
+                    unit: u.unit.clone(),
+                    want: u.cgroup.clone(),
+                    got,
+                });
+            }
+        }
+        self.create_dirs()?;
+        // On pure v2 a scope's PIDs= put init in its only directory; a write to
+        // cgroup.procs would be a second migration (and an RCU grace period) for nothing.
+        // Slices take no PIDs, and systemd manages only some v1 hierarchies.
+        let placed = self.layout == Layout::Unified
+            && self
+                .systemd
+                .as_ref()
+                .is_some_and(|u| !u.unit.ends_with(".slice"));
+        if !placed {
+            self.add_process(pid)?;
+        }
+        self.apply(res)
     }
 
     /// Validate `res` against this host, then write it. Nothing is written if any value
@@ -330,10 +415,19 @@ impl Cgroup {
     /// Kill what is left and remove the directories (and any sub-cgroups) in every
     /// hierarchy. Missing directories are fine, so this is idempotent; every failure is
     /// gathered.
+    ///
+    /// With the systemd driver, the unit is stopped (after its processes were killed, so
+    /// the stop is immediate) and a failed state reset, so the name can be used again; a
+    /// unit that is gone already is fine.
     pub fn destroy(&self) -> Result<(), CgroupError> {
         let mut errors = Vec::new();
         if self.dirs().iter().any(|d| d.exists()) {
             if let Err(e) = self.kill_all(libc::SIGKILL) {
+                errors.push(e);
+            }
+        }
+        if let Some(u) = &self.systemd {
+            if let Err(e) = systemd::stop(u) {
                 errors.push(e);
             }
         }

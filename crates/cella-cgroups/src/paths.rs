@@ -88,7 +88,9 @@ pub(crate) struct SystemdPath {
     pub name: String,
 }
 
-/// Parse `slice:prefix:name` (empty means `system.slice:cella:<id>`, as runc defaults).
+/// Parse `slice:prefix:name`; an empty path means `:cella:<id>` (runc's default with
+/// its own name). An empty slice is resolved by the driver (system.slice or, rootless,
+/// user.slice).
 pub(crate) fn parse_systemd(
     path: Option<&str>,
     container_id: &str,
@@ -96,7 +98,7 @@ pub(crate) fn parse_systemd(
     let p = match path {
         None | Some("") => {
             return Ok(SystemdPath {
-                slice: "system.slice".into(),
+                slice: String::new(),
                 prefix: "cella".into(),
                 name: container_id.into(),
             });
@@ -123,11 +125,7 @@ pub(crate) fn parse_systemd(
         ));
     }
     Ok(SystemdPath {
-        slice: if parts[0].is_empty() {
-            "system.slice".into()
-        } else {
-            parts[0].into()
-        },
+        slice: parts[0].into(),
         prefix: parts[1].into(),
         name: parts[2].into(),
     })
@@ -175,10 +173,10 @@ mod tests {
             (p.slice.as_str(), p.prefix.as_str(), p.name.as_str()),
             ("user.slice", "libpod", "abc")
         );
-        assert_eq!(
-            parse_systemd(Some(":x:abc"), "c").unwrap().slice,
-            "system.slice"
-        );
+        assert_eq!(parse_systemd(Some(":x:abc"), "c").unwrap().slice, "");
+        assert_eq!(parse_systemd(None, "c").unwrap().name, "c");
+        assert!(parse_systemd(Some("a.slice:x:"), "c").is_err());
+        assert!(parse_systemd(Some("a.slice:x:y:z"), "c").is_err());
         assert!(
             parse_systemd(Some("/a/b"), "c")
                 .unwrap_err()

@@ -634,6 +634,7 @@ mod tests {
                     .map(String::from)
                     .to_vec(),
             }),
+            systemd: None,
         }
     }
 

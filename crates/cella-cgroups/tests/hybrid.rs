@@ -2,7 +2,7 @@
 
 mod common;
 
-use cella_cgroups::{Cgroup, CgroupError, Layout, detect};
+use cella_cgroups::{Cgroup, Layout, detect};
 use common::*;
 
 fn new_cgroup(tag: &str) -> Option<CgroupGuard> {
@@ -67,15 +67,28 @@ fn paths_follow_runc_cgroupfs_semantics() {
 }
 
 #[test]
-fn systemd_driver_is_refused_clearly() {
-    let e = Cgroup::new(Some("system.slice:cella:abc"), "abc", true).unwrap_err();
+fn systemd_driver_without_systemd_is_refused_clearly() {
+    let r = Cgroup::new(Some("system.slice:cella:abc"), "abc", true);
     if std::path::Path::new("/run/systemd/system").exists() {
-        assert!(matches!(e, CgroupError::SystemdUnsupported { .. }), "{e}");
+        // Computing touches nothing; the unit and its directories are recorded.
+        let cg = r.unwrap();
+        let u = cg.systemd.as_ref().unwrap();
+        assert_eq!(u.unit, "cella-abc.scope");
+        assert!(
+            cg.dirs()
+                .iter()
+                .all(|d| d.ends_with("system.slice/cella-abc.scope"))
+        );
     } else {
         assert_eq!(
-            e.to_string(),
+            r.unwrap_err().to_string(),
             "systemd is not running (no /run/systemd/system)"
         );
+    }
+    // A malformed path is refused before systemd is even looked for.
+    for bad in ["/not/systemd", "a:b", "nota.slic:x:y", "system.slice:x:"] {
+        let e = Cgroup::new(Some(bad), "abc", true).unwrap_err().to_string();
+        assert!(e.starts_with("linux.cgroupsPath: "), "{bad}: {e}");
     }
     let e = Cgroup::new(Some("/not/systemd"), "abc", true)
         .unwrap_err()

@@ -271,7 +271,15 @@ impl Runtime {
             })
             .and_then(|()| {
                 primer.finish();
-                spawn(&plan, &locked, &mut st, opts, own_console, &runtime_hooks)
+                spawn(
+                    &plan,
+                    &locked,
+                    &mut st,
+                    opts,
+                    own_console,
+                    &runtime_hooks,
+                    &resources,
+                )
             });
         match made {
             Ok(pid) => Ok((pid, warnings, relayed)),
@@ -493,6 +501,10 @@ fn make_cgroup(
     let Some(cg) = st.cgroup.clone() else {
         return Ok(());
     };
+    if cg.is_systemd() {
+        // systemd makes it when the unit starts with init in it (spawn's record).
+        return Ok(());
+    }
     if let Err(e) = cg.create() {
         let denied = matches!(
             e.raw_os_error(),
@@ -597,6 +609,7 @@ fn spawn(
     opts: &CreateOptions,
     own_console: Option<&OwnedFd>,
     runtime_hooks: &[(&'static str, Vec<Hook>)],
+    resources: &oci_spec::runtime::LinuxResources,
 ) -> Result<i32> {
     let fifo_path = locked.fifo_path();
     let c =
@@ -627,8 +640,8 @@ fn spawn(
     // On cgroup v2, spawn straight into the cgroup: no migration, no global rwsem.
     let cg = st.cgroup.clone();
     let cg_fd = match &cg {
-        Some(c) => c.open_unified_dir()?,
-        None => None,
+        Some(c) if !c.is_systemd() => c.open_unified_dir()?,
+        _ => None,
     };
     let into_cgroup = cg_fd.is_some()
         && cg
@@ -688,7 +701,11 @@ fn spawn(
         if let Some(c) = &cg
             && !into_cgroup
         {
-            c.add_process(pid)?;
+            if c.is_systemd() {
+                c.start_unit(pid, resources)?;
+            } else {
+                c.add_process(pid)?;
+            }
         }
         Ok(())
     };

@@ -1,0 +1,452 @@
+//! The systemd cgroup driver (`--systemd-cgroup`) against a real systemd. This host has
+//! no systemd as PID 1, so the test boots Debian's kernel (`linux-image-amd64`) under
+//! qemu (TCG: KVM hangs here) with a busybox initramfs that mounts the host's / read-only
+//! over virtio-9p under a tmpfs overlay and switch_roots into the host's systemd
+//! (Debian 12's systemd 252) as PID 1, whose only job is a unit running
+//! tests/vm/systemd-suite.sh with a static cella. The suite prints
+//! `RESULT <name> PASS|FAIL <detail>` lines and `SUITE DONE` on the serial console; this
+//! test asserts that every expected check passed. See docs/testing-v2.md ("systemd").
+
+use cella_tests::{require_root, require_tool, skip_unless, which};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The init the VM switch_roots into (from the host's own systemd package).
+const SYSTEMD: &str = "/lib/systemd/systemd";
+
+/// Checks the suite must report as passed (names as tests/vm/systemd-suite.sh prints them).
+const EXPECTED: &[&str] = &[
+    "systemd_pid1",
+    "systemd_private_socket",
+    "create_sd1",
+    "state_records_unit",
+    "unit_active",
+    "unit_control_group",
+    "unit_slice",
+    "unit_delegate",
+    "unit_description",
+    "unit_memory_max",
+    "unit_memory_low",
+    "unit_memory_swap_max",
+    "unit_tasks_max",
+    "unit_cpu_weight",
+    "unit_cpu_quota",
+    "unit_allowed_cpus",
+    "unit_io_weight",
+    "init_in_unit_cgroup",
+    "memory.max",
+    "memory.low",
+    "memory.swap.max",
+    "memory.high_unified",
+    "pids.max",
+    "cpu.max",
+    "cpu.weight",
+    "cpuset.cpus",
+    "io.weight",
+    "inside_memory.max",
+    "inside_cgroup_ns",
+    "state_running",
+    "exec_in_unit_cgroup",
+    "ps_json",
+    "pause",
+    "resume",
+    "dup_unit_refused",
+    "dup_unit_untouched",
+    "delete_removes_unit",
+    "delete_removes_cgroup",
+    "delete_removes_state",
+    "run_foreground",
+    "run_foreground_unit_gone",
+    "run_foreground_nothing_left",
+    "default_slice",
+    "slice_unit",
+    "slice_unit_init",
+    "slice_unit_pids.max",
+    "slice_unit_delete",
+    "delete_after_crash",
+    "crash_during_create_unit_was_active",
+    "crash_during_create_state_names_unit",
+    "crash_during_create_delete",
+    "bad_path_parts",
+    "bad_path_parts_nothing_left",
+    "bad_path_slice",
+    "bad_path_slice_nothing_left",
+    "bad_path_dashes",
+    "bad_path_dashes_nothing_left",
+    "bad_unit_refused",
+    "bad_unit_refused_nothing_left",
+    "bad_unit_refused_no_process",
+    "no_leftover_units",
+    "no_leftover_cgroups",
+    "no_leftover_state",
+];
+
+/// Checks of the hybrid boot (names as tests/vm/systemd-hybrid.sh prints them).
+const EXPECTED_HYBRID: &[&str] = &[
+    "systemd_pid1",
+    "systemd_private_socket",
+    "hy_layout",
+    "hy_create",
+    "hy_unit",
+    "hy_init_in_every_hierarchy",
+    "hy_systemd_made_memory",
+    "hy_cella_made_freezer",
+    "hy_memory.limit_in_bytes",
+    "hy_cpu.shares",
+    "hy_cpu.cfs_quota_us",
+    "hy_pids.max",
+    "hy_cpuset.cpus",
+    "hy_exec_in_every_hierarchy",
+    "hy_pause",
+    "hy_resume",
+    "hy_delete_removes_unit",
+    "hy_delete_removes_cgroups",
+    "hy_delete_removes_state",
+    "hy_bad_unit_refused",
+    "hy_bad_unit_refused_nothing_left",
+    "hy_no_leftover_units",
+    "hy_no_leftover_cgroups",
+    "hy_no_leftover_state",
+];
+
+/// Debian packages the VM needs on the host.
+const PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "linux-image-amd64",
+    "cpio",
+    "busybox-static",
+    "systemd",
+];
+
+/// How long one VM may run before it is killed (booting systemd under TCG over 9p and
+/// the suite take 40-110 s here, depending on load; one run with the machine at load 9
+/// went past 300 s).
+const VM_TIMEOUT: Duration = Duration::from_secs(480);
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The newest Debian kernel image under /boot.
+fn debian_kernel() -> Option<PathBuf> {
+    let mut images: Vec<PathBuf> = std::fs::read_dir("/boot")
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vmlinuz-") && n.ends_with("-amd64"))
+        })
+        .collect();
+    images.sort();
+    images.pop()
+}
+
+fn tools_present() -> bool {
+    [
+        "qemu-system-x86_64",
+        "cpio",
+        "gzip",
+        "busybox",
+        "modinfo",
+        "systemctl",
+    ]
+    .iter()
+    .all(|t| which(t).is_some())
+        && debian_kernel().is_some()
+        && Path::new(SYSTEMD).exists()
+}
+
+/// Installs the VM's packages when something is missing (as scripts/test installs the
+/// others); true when everything is there afterwards.
+fn ensure_packages() -> bool {
+    if tools_present() {
+        return true;
+    }
+    if which("apt-get").is_none() {
+        return false;
+    }
+    eprintln!("systemd_vm: installing {}", PACKAGES.join(" "));
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(PACKAGES)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        let _ = Command::new("apt-get")
+            .args(["update", "-qq"])
+            .stdin(Stdio::null())
+            .status();
+        install();
+    }
+    tools_present()
+}
+
+/// Builds a statically linked cella (glibc, crt-static: the toolchain here has no musl
+/// target) in its own target dir, so it neither fights the main build's lock nor
+/// rebuilds it. Cargo makes this a no-op when nothing changed.
+fn build_static_cella() -> PathBuf {
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("vm");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["build", "--quiet", "-p", "cella"])
+        .args(["--target", "x86_64-unknown-linux-gnu", "--target-dir"])
+        .arg(&target_dir)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        // The dev profile without debug info builds in under a minute here (release
+        // takes minutes); the suite checks behaviour, not speed.
+        .env(
+            "RUSTFLAGS",
+            "-C target-feature=+crt-static -C debuginfo=0 -C strip=debuginfo",
+        )
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cargo build");
+    assert!(
+        out.status.success(),
+        "static cella build failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bin = target_dir.join("x86_64-unknown-linux-gnu/debug/cella");
+    // An initramfs has no libc: the binary must need none.
+    if let Ok(f) = Command::new("ldd").arg(&bin).output() {
+        let text =
+            String::from_utf8_lossy(&f.stdout).into_owned() + &String::from_utf8_lossy(&f.stderr);
+        assert!(
+            text.contains("statically linked") || text.contains("not a dynamic executable"),
+            "{} is not static: {text}",
+            bin.display()
+        );
+    }
+    bin
+}
+
+/// Builds the initramfs with tests/vm/mksystemd-initramfs.sh next to the static binary;
+/// it takes virtio-pci, 9p and overlay modules from /lib/modules/<version>.
+fn build_initramfs(cella: &Path, kernel: &Path) -> PathBuf {
+    let version = kernel
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("vmlinuz-"))
+        .expect("kernel image named vmlinuz-<version>");
+    let dir = cella.parent().expect("bin dir").join("vm-image");
+    std::fs::create_dir_all(&dir).expect("mkdir vm-image");
+    // One image per test process: two concurrent runs must not share a file.
+    let img = dir.join(format!("systemd-initramfs-{}.cpio.gz", std::process::id()));
+    let out = Command::new("sh")
+        .arg(workspace_root().join("tests/vm/mksystemd-initramfs.sh"))
+        .arg(&img)
+        .arg(cella)
+        .arg(version)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mksystemd-initramfs.sh");
+    assert!(
+        out.status.success(),
+        "mksystemd-initramfs.sh failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    img
+}
+
+/// Kills and reaps qemu however the test ends.
+struct Vm {
+    child: Child,
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Removes the image however the test ends (it serves both boots).
+struct Image(PathBuf);
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Boots the VM and returns its serial output (lines without `\r`) and whether it
+/// finished before the timeout.
+fn boot(kernel: &Path, image: &Path, extra_append: &str) -> (Vec<String>, bool) {
+    let child = Command::new("qemu-system-x86_64")
+        .args(["-nodefaults", "-display", "none", "-serial", "stdio"])
+        .args(["-no-reboot", "-m", "1024", "-smp", "2", "-accel", "tcg"])
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(image)
+        // The host's / is the VM's root (read-only, under a tmpfs overlay): its systemd,
+        // systemctl and libraries, without building a disk image.
+        .args([
+            "-virtfs",
+            "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap",
+        ])
+        .arg("-append")
+        .arg(format!(
+            "console=ttyS0 quiet panic=-1 systemd.unit=cella-vmtest.service \
+             systemd.show_status=0 {extra_append}"
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start qemu-system-x86_64");
+    let mut vm = Vm { child };
+    let (tx, rx) = mpsc::channel();
+    let stdout = vm.child.stdout.take().expect("qemu stdout");
+    let stderr = vm.child.stderr.take().expect("qemu stderr");
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
+            let text = String::from_utf8_lossy(&line).replace('\r', "");
+            if tx.send(text).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx2.send(format!("qemu: {line}")).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + VM_TIMEOUT;
+    let mut lines = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => lines.push(l),
+            // Both pipes closed: qemu has exited.
+            Err(mpsc::RecvTimeoutError::Disconnected) => return (lines, true),
+            Err(mpsc::RecvTimeoutError::Timeout) => return (lines, false),
+        }
+    }
+}
+
+/// Boots one layout, runs the suite and returns what went wrong (empty: all passed).
+fn run_layout(
+    kernel: &Path,
+    image: &Path,
+    layout: &str,
+    extra_append: &str,
+    expected: &[&str],
+) -> Vec<String> {
+    let t = Instant::now();
+    let (lines, finished) = boot(kernel, image, extra_append);
+    eprintln!(
+        "systemd_vm [{layout}]: VM (boot + suite) {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let results: Vec<(&str, bool, &str)> = lines
+        .iter()
+        .filter_map(|l| {
+            let rest = l.split_once("RESULT ")?.1;
+            let mut parts = rest.splitn(3, ' ');
+            let name = parts.next()?;
+            let verdict = parts.next()?;
+            Some((name, verdict == "PASS", parts.next().unwrap_or("")))
+        })
+        .collect();
+    for (name, ok, detail) in &results {
+        eprintln!("  {} {name} {detail}", if *ok { "PASS" } else { "FAIL" });
+    }
+    // Timings inside the VM: uptime when the suite started and ended, a create, a delete.
+    for l in lines.iter().filter(|l| l.starts_with("VMINFO")) {
+        eprintln!("  {l}");
+    }
+    let mut problems = Vec::new();
+    if !finished {
+        problems.push(format!(
+            "the VM did not power off within {} s",
+            VM_TIMEOUT.as_secs()
+        ));
+    }
+    if !lines.iter().any(|l| l.trim_end() == "SUITE DONE") {
+        problems.push("no `SUITE DONE` line".to_owned());
+    }
+    for (name, ok, detail) in &results {
+        if !ok {
+            problems.push(format!("{name} failed: {detail}"));
+        }
+    }
+    for want in expected {
+        if !results.iter().any(|(n, _, _)| n == want) {
+            problems.push(format!("{want}: no result"));
+        }
+    }
+    if problems.is_empty() {
+        return problems;
+    }
+    vec![format!(
+        "[{layout}] {}\n--- serial log ---\n{}",
+        problems.join("; "),
+        lines.join("\n")
+    )]
+}
+
+#[test]
+fn systemd_cgroup_driver_under_systemd() {
+    if !require_root() {
+        return;
+    }
+    if !skip_unless(
+        ensure_packages(),
+        &format!(
+            "the systemd VM needs qemu-system-x86_64, cpio, gzip, busybox, modinfo, systemd and \
+             a Debian kernel in /boot/vmlinuz-*-amd64 (apt-get install {})",
+            PACKAGES.join(" ")
+        ),
+    ) || !require_tool("qemu-system-x86_64")
+    {
+        return;
+    }
+    let kernel = debian_kernel().expect("checked by ensure_packages");
+
+    let t0 = Instant::now();
+    let cella = build_static_cella();
+    let t_build = t0.elapsed();
+    let image = Image(build_initramfs(&cella, &kernel));
+    eprintln!(
+        "systemd_vm: static build {:.1} s, initramfs {:.1} s, kernel {}",
+        t_build.as_secs_f64(),
+        (t0.elapsed() - t_build).as_secs_f64(),
+        kernel.display()
+    );
+    // systemd 252's default, pure cgroup v2; then its hybrid layout (v1 controllers,
+    // cgroup2 for its own tracking), the one this dev machine has.
+    let mut problems = run_layout(&kernel, &image.0, "pure v2", "", EXPECTED);
+    problems.extend(run_layout(
+        &kernel,
+        &image.0,
+        "hybrid",
+        "systemd.unified_cgroup_hierarchy=0",
+        EXPECTED_HYBRID,
+    ));
+    assert!(
+        problems.is_empty(),
+        "systemd driver suite: {}",
+        problems.join("\n")
+    );
+}
