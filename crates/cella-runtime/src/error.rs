@@ -106,8 +106,9 @@ pub enum Error {
     /// The container's bridge network failed (see [`crate::network`]).
     #[error("container network")]
     Network(#[source] cella_net::container::ContainerNetError),
-    /// A failure, and the failures of cleaning up after it.
-    #[error("{error}{}", cleanup_text(.cleanup))]
+    /// A failure (with its causes: it has no `source` of its own), and the failures of
+    /// cleaning up after it.
+    #[error("{}{}", crate::error_chain(.error.as_ref()), cleanup_text(.cleanup))]
     WithCleanup {
         /// What failed first.
         error: Box<Error>,
