@@ -3,12 +3,24 @@
 //! host is unchanged; benign programs that must get OK with the right output; the audit
 //! log's privacy; evidence and cleanup after a violation.
 
-use cella_tests::{cella_bin, require_root, require_tool, scratch_root, show, unique};
+use cella_tests::{cella_bin, require_root, require_tool, show, unique};
 use serde_json::Value;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+/// Where the tests' programs live: not in the checkout's target dir, which may sit under
+/// the host's /tmp (hidden by the sandbox's own /tmp) or under a directory the sandbox's
+/// unprivileged user cannot traverse (a checkout in /root), but in /var/tmp.
+const SCRATCH_BASE: &str = "/var/tmp/cella-sandbox-tests";
+
+fn sandbox_scratch_root() -> PathBuf {
+    let base = PathBuf::from(SCRATCH_BASE);
+    fs::create_dir_all(&base).expect("create the sandbox tests' scratch root");
+    fs::set_permissions(&base, fs::Permissions::from_mode(0o755)).expect("chmod scratch root");
+    base
+}
 
 /// A scratch directory (mode 0755, so the sandbox's unprivileged user can read it),
 /// removed on drop even when the test fails.
@@ -16,7 +28,7 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(prefix: &str) -> Scratch {
-        let p = scratch_root().join(unique(prefix));
+        let p = sandbox_scratch_root().join(unique(prefix));
         fs::create_dir_all(&p).expect("create scratch dir");
         fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod scratch");
         Scratch(p)
@@ -46,6 +58,8 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
+        // The last test out removes the base (it fails while others still use it).
+        let _ = fs::remove_dir(SCRATCH_BASE);
     }
 }
 
