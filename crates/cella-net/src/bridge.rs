@@ -464,6 +464,17 @@ impl Store {
             .open(&path)
             .map_err(io_step("open", &path))?;
         sys::flock_exclusive(f.as_fd()).map_err(io_step("lock", &path))?;
+        // Every record is written under this lock: a `*.tmp` seen now is what a writer
+        // killed half-way left (its record, if any, was never renamed into place).
+        for d in ["attachments", "bridges", "links", "ports"] {
+            if let Ok(rd) = fs::read_dir(self.dir.join(d)) {
+                for e in rd.flatten() {
+                    if e.file_name().as_encoded_bytes().ends_with(b".tmp") {
+                        let _ = fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
         Ok(StoreLock(f))
     }
 
@@ -1023,7 +1034,11 @@ fn teardown(
     };
     match host.link(&att.host_veth) {
         Ok(Some(l)) => {
-            if let Err(e) = host.del_link(l.index, &l.name) {
+            // ENODEV: the container's network namespace was just torn down, which takes
+            // the veth pair with it: what we came to do is done.
+            if let Err(e) = host.del_link(l.index, &l.name)
+                && e.errno() != Some(libc::ENODEV)
+            {
                 errs.push(e.into());
             }
         }
@@ -1066,7 +1081,9 @@ fn teardown(
     }
     for p in &att.publish {
         let pp = store.port_path(p.proto, p.host_port);
-        if fs::read_to_string(&pp).is_ok_and(|owner| owner == att.id)
+        // An empty claim is one whose writer was killed between creating and writing
+        // it; claims are made under the store's lock, which we hold, so it was ours.
+        if fs::read_to_string(&pp).is_ok_and(|owner| owner == att.id || owner.is_empty())
             && let Err(e) = store.remove(&pp)
         {
             errs.push(e);
@@ -1138,10 +1155,13 @@ pub fn detach(paths: &Paths, id: &str) -> Result<(), DetachError> {
     }
     let mut host = Netlink::open().map_err(|e| state_err(e.into()))?;
     let _lock = store.lock().map_err(state_err)?;
-    let att: Attachment = store
-        .read(&store.att_path(id))
-        .map_err(state_err)?
-        .ok_or_else(|| DetachError::NotFound(id.into()))?;
+    let path = store.att_path(id);
+    let Some(att): Option<Attachment> = store.read(&path).map_err(state_err)? else {
+        // A first write killed half-way leaves only its temporary file: nothing was
+        // made after it (the record comes first), so that file is all there is to undo.
+        let _ = std::fs::remove_file(path.with_extension("tmp"));
+        return Err(DetachError::NotFound(id.into()));
+    };
     teardown(&store, &ipam, &mut host, &att).map_err(|source| DetachError::Teardown {
         id: id.into(),
         source,
