@@ -7,6 +7,7 @@
 //! pass as a success there.
 
 pub mod engines;
+pub mod vm;
 
 use std::ffi::OsStr;
 use std::fs;
