@@ -246,7 +246,21 @@ fn serve_once(ns: &str, addr: &str) -> JoinHandle<Option<SocketAddr>> {
     let addr: SocketAddr = addr.parse().unwrap();
     let (tx, rx) = mpsc::channel();
     let h = in_ns(ns, move || {
-        let l = TcpListener::bind(addr).expect("bind");
+        // Retried: the previous server of the same test on this port was seen to hold it
+        // a moment after it answered (EADDRINUSE once in a CI run).
+        let bind_deadline = Instant::now() + Duration::from_secs(5);
+        let l = loop {
+            match TcpListener::bind(addr) {
+                Ok(l) => break l,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && Instant::now() < bind_deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(e) => panic!("bind {addr}: {e}"),
+            }
+        };
         l.set_nonblocking(true).unwrap();
         tx.send(()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
