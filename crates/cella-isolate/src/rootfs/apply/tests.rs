@@ -597,3 +597,40 @@ fn own_cgroup_matches_controller_sets() {
     assert_eq!(own_cgroup(c, b""), Some(&b"/u"[..]));
     assert_eq!(own_cgroup(c, b"cpu"), None);
 }
+
+#[test]
+fn step_one_splits_at_the_first_cgroup_mount() {
+    let mut plan = empty_plan();
+    plan.mounts
+        .push(fs_mount("mounts[0]", "/proc", "proc", 0, None));
+    let mut cg = fs_mount("mounts[1]", "/sys/fs/cgroup", "cgroup", 0, None);
+    cg.kind = MountKind::Cgroup2 {
+        source: c("cgroup"),
+    };
+    plan.mounts.push(cg);
+    plan.mounts
+        .push(fs_mount("mounts[2]", "/run", "tmpfs", 0, None));
+    let mut before = Recorder::default();
+    mount_before_cgroup(&plan, &mut before).unwrap();
+    assert_eq!(
+        before.log,
+        [
+            "mount - / - REC|SLAVE",
+            "mount /b/rootfs /b/rootfs - BIND|REC",
+            "mount proc fd:/b/rootfs/proc proc 0",
+        ]
+    );
+    let mut after = Recorder::default();
+    mount_from_cgroup(&plan, &mut after).unwrap();
+    assert_eq!(
+        after.log,
+        [
+            "mount cgroup fd:/b/rootfs/sys/fs/cgroup cgroup2 0",
+            "mount tmpfs fd:/b/rootfs/run tmpfs 0",
+        ]
+    );
+    // Together they are step 1, in the same order.
+    let mut all = Recorder::default();
+    mount_all(&plan, &mut all).unwrap();
+    assert_eq!(all.log, [before.log, after.log].concat());
+}
