@@ -346,7 +346,11 @@ impl Runtime {
         sys::write_all(sys::AsFdRef::as_fd_ref(&fifo), b"0")
             .map_err(Error::io("write", &fifo_path))?;
         std::fs::remove_file(&fifo_path).map_err(Error::io("remove", &fifo_path))?;
-        wait_reader_gone(&fifo);
+        // Poststart hooks run once the user's process is executed, as the spec asks;
+        // without any, `start` returns at once, as runc's does.
+        if !st.poststart.is_empty() {
+            wait_reader_gone(&fifo);
+        }
         let mut warnings = Vec::new();
         let state = st.hook_json(Status::Running);
         for (i, h) in st.poststart.iter().enumerate() {
