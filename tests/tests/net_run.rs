@@ -98,6 +98,19 @@ impl Lab {
         n
     }
 
+    /// [`internet`](Self::internet) with IPv6 too: the fake internet host is
+    /// 2001:db8:100::20, the host 2001:db8:100::1.
+    fn internet6(&mut self) -> String {
+        let inet = self.internet();
+        for (ns, addr, dev) in [
+            (self.host.as_str(), "2001:db8:100::1/64", "up0"),
+            (inet.as_str(), "2001:db8:100::20/64", "eth0"),
+        ] {
+            ip(&["-n", ns, "addr", "add", addr, "dev", dev, "nodad"]);
+        }
+        inet
+    }
+
     /// The fake internet host 198.51.100.20, linked to the host (198.51.100.1/24).
     fn internet(&mut self) -> String {
         let inet = self.netns("cri");
@@ -691,29 +704,8 @@ fn dual_stack_run_v6_ping_tcp_nat_forward_and_spoofing() {
         return;
     }
     let mut lab = Lab::new();
-    let inet = lab.internet();
-    // The fake internet host's IPv6 side: 2001:db8:100::20, the host 2001:db8:100::1.
+    let inet = lab.internet6();
     let host_ns = named(&lab.host);
-    ip(&[
-        "-n",
-        &lab.host,
-        "addr",
-        "add",
-        "2001:db8:100::1/64",
-        "dev",
-        "up0",
-        "nodad",
-    ]);
-    ip(&[
-        "-n",
-        &inet,
-        "addr",
-        "add",
-        "2001:db8:100::20/64",
-        "dev",
-        "eth0",
-        "nodad",
-    ]);
     let (sub, _) = subnet();
     let sub6 = subnet6(&sub);
     let br = unique("crb");
@@ -855,27 +847,7 @@ fn ipv6_only_network_for_cella_run() {
         return;
     }
     let mut lab = Lab::new();
-    let inet = lab.internet();
-    ip(&[
-        "-n",
-        &lab.host,
-        "addr",
-        "add",
-        "2001:db8:100::1/64",
-        "dev",
-        "up0",
-        "nodad",
-    ]);
-    ip(&[
-        "-n",
-        &inet,
-        "addr",
-        "add",
-        "2001:db8:100::20/64",
-        "dev",
-        "eth0",
-        "nodad",
-    ]);
+    let inet = lab.internet6();
     let (sub, _) = subnet();
     let sub6 = subnet6(&sub);
     let br = unique("crb");

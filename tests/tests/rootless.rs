@@ -162,6 +162,16 @@ impl TestUser {
         c
     }
 
+    /// `cella run [-d] --bundle <b> <id>` as this user.
+    fn run(&self, b: &Bundle, id: &str, detach: bool) -> Output {
+        let mut args = vec![OsStr::new("run")];
+        if detach {
+            args.push(OsStr::new("-d"));
+        }
+        args.extend([OsStr::new("--bundle"), b.dir.as_os_str(), OsStr::new(id)]);
+        self.output(args)
+    }
+
     fn output<I, S>(&self, args: I) -> Output
     where
         I: IntoIterator<Item = S>,
@@ -309,12 +319,7 @@ fn rootless_spec_runs_as_the_user_mapped_to_root() {
     }
     b.save();
     let id = unique("c");
-    let out = user.output([
-        OsStr::new("run"),
-        OsStr::new("--bundle"),
-        b.dir.as_os_str(),
-        OsStr::new(&id),
-    ]);
+    let out = user.run(&b, &id, false);
     assert!(out.status.success(), "{}", show(&out));
     let text = stdout(&out);
     let lines: Vec<Vec<&str>> = text
@@ -364,13 +369,7 @@ fn lifecycle_commands_work_on_the_users_own_containers() {
     let user = TestUser::new();
     let b = user.bundle("rl-life", &["sleep", "1000"]);
     let id = unique("c");
-    let out = user.output([
-        OsStr::new("run"),
-        OsStr::new("-d"),
-        OsStr::new("--bundle"),
-        b.dir.as_os_str(),
-        OsStr::new(&id),
-    ]);
+    let out = user.run(&b, &id, true);
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(
         stderr(&out).matches("running without a cgroup").count(),
@@ -440,13 +439,7 @@ fn subordinate_ids_are_mapped_through_newuidmap() {
     b.config["process"]["cwd"] = json!("/");
     b.save();
     let id = unique("c");
-    let out = user.output([
-        OsStr::new("run"),
-        OsStr::new("-d"),
-        OsStr::new("--bundle"),
-        b.dir.as_os_str(),
-        OsStr::new(&id),
-    ]);
+    let out = user.run(&b, &id, true);
     assert!(out.status.success(), "{}", show(&out));
     let pid = state_of(&user, &id)["pid"].as_u64().unwrap() as u32;
     // From the host: inside uid 1000 is subordinate id first + 999.
@@ -529,12 +522,7 @@ fn a_mapping_outside_subuid_is_refused_and_leaves_nothing() {
     b.config["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": user.uid, "size": 1}]);
     b.config["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 0, "size": 1}]);
     b.save();
-    let out = user.output([
-        OsStr::new("run"),
-        OsStr::new("--bundle"),
-        b.dir.as_os_str(),
-        OsStr::new(&id),
-    ]);
+    let out = user.run(&b, &id, false);
     assert!(
         stderr(&out).contains("linux.gidMappings[0]: host gids 0-0 are not yours to map"),
         "{}",
@@ -552,12 +540,7 @@ fn a_config_without_a_user_namespace_is_refused() {
     // runc's default (root) config: new namespaces but no user namespace.
     let b = Bundle::new("rl-nouserns", &["true"]);
     let id = unique("c");
-    let out = user.output([
-        OsStr::new("run"),
-        OsStr::new("--bundle"),
-        b.dir.as_os_str(),
-        OsStr::new(&id),
-    ]);
+    let out = user.run(&b, &id, false);
     assert!(!out.status.success(), "{}", show(&out));
     let err = stderr(&out);
     assert!(
@@ -594,12 +577,7 @@ fn rootless_false_makes_a_missing_cgroup_an_error() {
     );
     assert_eq!(user.leftovers(), Vec::<String>::new());
     // Auto (the default) runs it, naming the limit it could not apply.
-    let out = user.output([
-        OsStr::new("run"),
-        OsStr::new("--bundle"),
-        b.dir.as_os_str(),
-        OsStr::new(&id),
-    ]);
+    let out = user.run(&b, &id, false);
     assert!(out.status.success(), "{}", show(&out));
     assert!(
         stderr(&out).contains("linux.resources.pids not applied"),
@@ -656,12 +634,7 @@ fn sysfs_and_mqueue_without_their_namespaces() {
     }
     b.save();
     let id = unique("c");
-    let out = user.output([
-        OsStr::new("run"),
-        OsStr::new("--bundle"),
-        b.dir.as_os_str(),
-        OsStr::new(&id),
-    ]);
+    let out = user.run(&b, &id, false);
     assert!(out.status.success(), "{}", show(&out));
     let info = stdout(&out);
     let sys: Vec<&str> = info
@@ -701,12 +674,7 @@ fn sysfs_and_mqueue_without_their_namespaces() {
         .lines()
         .any(|l| l.split(' ').nth(4) == Some("/dev/mqueue") && l.contains(" - mqueue "));
     let id = unique("c");
-    let out = user.output([
-        OsStr::new("run"),
-        OsStr::new("--bundle"),
-        b.dir.as_os_str(),
-        OsStr::new(&id),
-    ]);
+    let out = user.run(&b, &id, false);
     if host_mqueue {
         assert!(out.status.success(), "{}", show(&out));
         assert!(stdout(&out).contains(" - mqueue "), "{}", show(&out));
