@@ -195,3 +195,49 @@ pub fn run_qemu(mut qemu: Command, timeout: Duration) -> (Vec<String>, bool) {
         }
     }
 }
+
+/// Reads a suite's serial log (`RESULT <name> PASS|FAIL <detail>` lines, then
+/// `SUITE DONE`), prints each result, and returns what went wrong: a VM that did not
+/// power off within `timeout`, a missing `SUITE DONE`, a failed check, or an `expected`
+/// check without a result. Empty when everything passed.
+pub fn verdict(
+    lines: &[String],
+    finished: bool,
+    timeout: Duration,
+    expected: &[&str],
+) -> Vec<String> {
+    let results: Vec<(&str, bool, &str)> = lines
+        .iter()
+        .filter_map(|l| {
+            let rest = l.split_once("RESULT ")?.1;
+            let mut parts = rest.splitn(3, ' ');
+            let name = parts.next()?;
+            let verdict = parts.next()?;
+            Some((name, verdict == "PASS", parts.next().unwrap_or("")))
+        })
+        .collect();
+    for (name, ok, detail) in &results {
+        eprintln!("  {} {name} {detail}", if *ok { "PASS" } else { "FAIL" });
+    }
+    let mut problems = Vec::new();
+    if !finished {
+        problems.push(format!(
+            "the VM did not power off within {} s",
+            timeout.as_secs()
+        ));
+    }
+    if !lines.iter().any(|l| l.trim_end() == "SUITE DONE") {
+        problems.push("no `SUITE DONE` line".to_owned());
+    }
+    for (name, ok, detail) in &results {
+        if !ok {
+            problems.push(format!("{name} failed: {detail}"));
+        }
+    }
+    for want in expected {
+        if !results.iter().any(|(n, _, _)| n == want) {
+            problems.push(format!("{want}: no result"));
+        }
+    }
+    problems
+}

@@ -149,39 +149,7 @@ fn cgroup_suite_on_pure_v2_kernel() {
     );
 
     let log = lines.join("\n");
-    let results: Vec<(&str, bool, &str)> = lines
-        .iter()
-        .filter_map(|l| {
-            let rest = l.split_once("RESULT ")?.1;
-            let mut parts = rest.splitn(3, ' ');
-            let name = parts.next()?;
-            let verdict = parts.next()?;
-            Some((name, verdict == "PASS", parts.next().unwrap_or("")))
-        })
-        .collect();
-    for (name, ok, detail) in &results {
-        eprintln!("  {} {name} {detail}", if *ok { "PASS" } else { "FAIL" });
-    }
-    let mut problems = Vec::new();
-    if !finished {
-        problems.push(format!(
-            "the VM did not power off within {} s",
-            VM_TIMEOUT.as_secs()
-        ));
-    }
-    if !lines.iter().any(|l| l.trim_end() == "SUITE DONE") {
-        problems.push("no `SUITE DONE` line".to_owned());
-    }
-    for (name, ok, detail) in &results {
-        if !ok {
-            problems.push(format!("{name} failed: {detail}"));
-        }
-    }
-    for want in EXPECTED {
-        if !results.iter().any(|(n, _, _)| n == want) {
-            problems.push(format!("{want}: no result"));
-        }
-    }
+    let problems = vm::verdict(&lines, finished, VM_TIMEOUT, EXPECTED);
     assert!(
         problems.is_empty(),
         "pure cgroup-v2 suite: {}\n--- serial log ---\n{log}",

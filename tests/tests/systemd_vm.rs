@@ -177,43 +177,11 @@ fn run_layout(
         "systemd_vm [{layout}]: VM (boot + suite) {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    let results: Vec<(&str, bool, &str)> = lines
-        .iter()
-        .filter_map(|l| {
-            let rest = l.split_once("RESULT ")?.1;
-            let mut parts = rest.splitn(3, ' ');
-            let name = parts.next()?;
-            let verdict = parts.next()?;
-            Some((name, verdict == "PASS", parts.next().unwrap_or("")))
-        })
-        .collect();
-    for (name, ok, detail) in &results {
-        eprintln!("  {} {name} {detail}", if *ok { "PASS" } else { "FAIL" });
-    }
     // Timings inside the VM: uptime when the suite started and ended, a create, a delete.
     for l in lines.iter().filter(|l| l.starts_with("VMINFO")) {
         eprintln!("  {l}");
     }
-    let mut problems = Vec::new();
-    if !finished {
-        problems.push(format!(
-            "the VM did not power off within {} s",
-            VM_TIMEOUT.as_secs()
-        ));
-    }
-    if !lines.iter().any(|l| l.trim_end() == "SUITE DONE") {
-        problems.push("no `SUITE DONE` line".to_owned());
-    }
-    for (name, ok, detail) in &results {
-        if !ok {
-            problems.push(format!("{name} failed: {detail}"));
-        }
-    }
-    for want in expected {
-        if !results.iter().any(|(n, _, _)| n == want) {
-            problems.push(format!("{want}: no result"));
-        }
-    }
+    let problems = vm::verdict(&lines, finished, VM_TIMEOUT, expected);
     if problems.is_empty() {
         return problems;
     }
