@@ -34,7 +34,7 @@ mknod -m 600 "$stage/dev/console" c 5 1
 mknod -m 666 "$stage/dev/null" c 1 3
 cp "$here/init" "$stage/init"
 chmod 755 "$stage/init"
-cp "$here/suite.sh" "$stage/vm/suite.sh"
+cp "$here/suite.sh" "$here/lib.sh" "$stage/vm/"
 cp "$cella" "$stage/vm/cella"
 chmod 755 "$stage/vm/cella"
 mkdir -p "$stage/vm/modules"

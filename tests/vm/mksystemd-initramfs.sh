@@ -31,7 +31,7 @@ mknod -m 600 "$stage/dev/console" c 5 1
 mknod -m 666 "$stage/dev/null" c 1 3
 cp "$here/systemd-init" "$stage/init"
 chmod 755 "$stage/init"
-cp "$here/systemd-suite.sh" "$here/systemd-hybrid.sh" "$stage/vm/"
+cp "$here/systemd-suite.sh" "$here/systemd-hybrid.sh" "$here/lib.sh" "$stage/vm/"
 cp "$cella" "$stage/vm/cella"
 chmod 755 "$stage/vm/cella"
 for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci \
