@@ -619,6 +619,8 @@ fn container_pids(st: &ContainerState) -> Result<Vec<i32>> {
     Ok(pids)
 }
 
+/// Clones init and walks it through the protocol of [`cella_isolate::channel`] until it
+/// is Ready. Returns init's pid.
 /// What `spawn` needs for the cgroup: the resources (for the systemd unit), and, when
 /// the cgroup is made only once init exists (`create_inner`), whether the caller is
 /// rootless and where warnings go.
@@ -627,8 +629,6 @@ struct CgroupSetup<'a> {
     late: Option<(bool, &'a mut Warnings)>,
 }
 
-/// Clones init and walks it through the protocol of [`cella_isolate::channel`] until it
-/// is Ready. Returns init's pid.
 fn spawn(
     plan: &InitPlan,
     locked: &Locked,
