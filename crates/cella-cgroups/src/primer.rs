@@ -10,93 +10,55 @@
 //! [`AttachPrimer`] starts that switch early, from a thread that re-writes the
 //! runtime's own pid into the v1 cgroup it is already in (a migration to the same cgroup,
 //! which changes nothing), while the runtime parses the bundle and prepares the
-//! container, and while the init, cloned before its cgroup is made, does its first
-//! mounts. By the time init's pid is written the wait is over or partly done.
+//! container. By the time init's pid is written the wait is over or partly done.
 //! On pure cgroup v2, init is cloned straight into its cgroup (no migration), so nothing
 //! is started there.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use crate::sys;
 
 /// A background write that starts the grace period the first v1 migration waits for.
-///
-/// Forking while it runs is safe once [`wait_armed`](AttachPrimer::wait_armed) has
-/// returned: the thread has then done all its allocation, and until
-/// [`finish`](AttachPrimer::finish) (or drop) releases it, it only writes (a syscall)
-/// and parks (a futex). It holds no lock a forked child could inherit, and frees nothing
-/// that could take the allocator's lock.
+/// [`finish`](AttachPrimer::finish) (or drop) joins the thread: do it before forking, so
+/// the child never inherits a thread caught holding an allocator lock.
 #[derive(Debug)]
-pub struct AttachPrimer {
-    thread: Option<JoinHandle<()>>,
-    shared: Arc<Shared>,
-}
-
-#[derive(Debug, Default)]
-struct Shared {
-    /// Only the write (or nothing) is left.
-    armed: AtomicBool,
-    /// The thread may finish: free what it holds and exit.
-    release: AtomicBool,
-}
+pub struct AttachPrimer(Option<JoinHandle<()>>);
 
 impl AttachPrimer {
     /// Starts the primer when the host has v1 hierarchies and we may migrate (root);
     /// otherwise does nothing. Never fails: this only saves time.
     pub fn start() -> AttachPrimer {
-        let shared = Arc::new(Shared::default());
         let root = Path::new("/sys/fs/cgroup");
         // Pure v2 mounts cgroup2 at the root: no v1 migration will happen.
         if sys::geteuid() != 0 || sys::fs_magic(root).ok() == Some(sys::CGROUP2_SUPER_MAGIC) {
-            return AttachPrimer {
-                thread: None,
-                shared,
-            };
+            return AttachPrimer(None);
         }
-        let theirs = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("cgroup-primer".into())
             .stack_size(64 * 1024)
             .spawn(move || {
-                let file = own_v1_procs(root)
-                    .and_then(|procs| std::fs::OpenOptions::new().write(true).open(procs).ok());
-                // A no-op migration: the same process into the cgroup it is in.
-                let pid = std::process::id().to_string();
-                theirs.armed.store(true, Ordering::Release);
-                if let Some(f) = &file {
-                    let _ = (&*f).write_all(pid.as_bytes());
-                }
-                while !theirs.release.load(Ordering::Acquire) {
-                    std::thread::park();
+                if let Some(procs) = own_v1_procs(root) {
+                    // A no-op migration: the same process into the cgroup it is in.
+                    let pid = std::process::id().to_string();
+                    let _ = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&procs)
+                        .and_then(|mut f| f.write_all(pid.as_bytes()));
                 }
             })
             .ok();
-        AttachPrimer { thread, shared }
+        AttachPrimer(handle)
     }
 
-    /// Waits until the primer has nothing left to do but its write (which may go on
-    /// waiting for the grace period): from then on forking is safe.
-    pub fn wait_armed(&self) {
-        if let Some(h) = &self.thread {
-            while !self.shared.armed.load(Ordering::Acquire) && !h.is_finished() {
-                std::thread::yield_now();
-            }
-        }
-    }
-
-    /// Releases the thread and waits for it (its write included) to finish.
+    /// Waits for the primer's write to finish.
     pub fn finish(mut self) {
         self.join();
     }
 
     fn join(&mut self) {
-        if let Some(h) = self.thread.take() {
-            self.shared.release.store(true, Ordering::Release);
-            h.thread().unpark();
+        if let Some(h) = self.0.take() {
             let _ = h.join();
         }
     }
@@ -135,9 +97,7 @@ mod tests {
     #[test]
     fn primer_is_harmless_and_keeps_our_cgroups() {
         let before = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-        let p = AttachPrimer::start();
-        p.wait_armed();
-        p.finish();
+        AttachPrimer::start().finish();
         let after = std::fs::read_to_string("/proc/self/cgroup").unwrap();
         assert_eq!(before, after, "the primer must not move the process");
     }

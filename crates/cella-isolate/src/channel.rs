@@ -8,7 +8,7 @@
 //!        |  <-- UserNsCreated                |  only with a new user namespace
 //!        |  MapsWritten -->                  |  uid_map/gid_map are in place
 //!        |  <-- InitPid(pid)                 |  only when init is a grandchild
-//!        |  <-- NeedCgroup                   |  init waits before its first cgroup mount
+//!        |  <-- NeedCgroup                   |  init waits before its first mount
 //!        |  Continue -->                     |  init is in its cgroup
 //!        |  <-- MountsReady                  |  mounts done, before pivot_root
 //!        |  InitPid(pid), Continue -->       |  prestart/createRuntime hooks ran;

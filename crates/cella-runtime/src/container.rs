@@ -255,47 +255,32 @@ impl Runtime {
         let locked = self.store.create(id)?;
         locked.save(&st)?;
         let rootless = self.rootless.unwrap_or_else(crate::rootless::rootless);
-        // On v1 and hybrid hosts the cgroup is made once init exists: making it waits
-        // for the grace period the primer started, and init does its first mounts
-        // meanwhile. On pure v2 init is cloned straight into it, so it comes first.
-        let late_cgroup = st
-            .cgroup
-            .as_ref()
-            .is_some_and(|c| !c.is_systemd() && c.layout != cella_cgroups::Layout::Unified);
-        let made = (if late_cgroup {
-            Ok(())
-        } else {
-            make_cgroup(&locked, &mut st, &resources, rootless, &mut warnings)
-        })
-        .and_then(|()| match &net {
-            Some(req) => crate::network::prepare(
-                &locked,
-                req,
-                &self.net_paths,
-                &spec,
-                &bundle,
-                opts.no_pivot,
-                &mut plan,
-            )
-            .map(|note| warnings.extend(note)),
-            None => Ok(()),
-        })
-        .and_then(|()| {
-            primer.wait_armed();
-            spawn(
-                &plan,
-                &locked,
-                &mut st,
-                opts,
-                own_console,
-                &runtime_hooks,
-                CgroupSetup {
-                    resources: &resources,
-                    late: late_cgroup.then_some((rootless, &mut warnings)),
-                },
-            )
-        });
-        primer.finish();
+        let made = make_cgroup(&locked, &mut st, &resources, rootless, &mut warnings)
+            .and_then(|()| match &net {
+                Some(req) => crate::network::prepare(
+                    &locked,
+                    req,
+                    &self.net_paths,
+                    &spec,
+                    &bundle,
+                    opts.no_pivot,
+                    &mut plan,
+                )
+                .map(|note| warnings.extend(note)),
+                None => Ok(()),
+            })
+            .and_then(|()| {
+                primer.finish();
+                spawn(
+                    &plan,
+                    &locked,
+                    &mut st,
+                    opts,
+                    own_console,
+                    &runtime_hooks,
+                    &resources,
+                )
+            });
         match made {
             Ok(pid) => Ok((pid, warnings, relayed)),
             Err(e) => {
@@ -621,14 +606,6 @@ fn container_pids(st: &ContainerState) -> Result<Vec<i32>> {
 
 /// Clones init and walks it through the protocol of [`cella_isolate::channel`] until it
 /// is Ready. Returns init's pid.
-/// What `spawn` needs for the cgroup: the resources (for the systemd unit), and, when
-/// the cgroup is made only once init exists (`create_inner`), whether the caller is
-/// rootless and where warnings go.
-struct CgroupSetup<'a> {
-    resources: &'a oci_spec::runtime::LinuxResources,
-    late: Option<(bool, &'a mut Warnings)>,
-}
-
 fn spawn(
     plan: &InitPlan,
     locked: &Locked,
@@ -636,12 +613,8 @@ fn spawn(
     opts: &CreateOptions,
     own_console: Option<&OwnedFd>,
     runtime_hooks: &[(&'static str, Vec<Hook>)],
-    cgroup_setup: CgroupSetup<'_>,
+    resources: &oci_spec::runtime::LinuxResources,
 ) -> Result<i32> {
-    let CgroupSetup {
-        resources,
-        late: mut late_cgroup,
-    } = cgroup_setup;
     let fifo_path = locked.fifo_path();
     let c =
         CString::new(fifo_path.as_os_str().as_encoded_bytes()).expect("state paths have no NUL");
@@ -724,17 +697,12 @@ fn spawn(
     drop(fifo);
     drop(console_socket);
     let mut init_pid = if fast { Some(first) } else { None };
-    let mut record = |st: &mut ContainerState, pid: i32| -> Result<()> {
+    let record = |st: &mut ContainerState, pid: i32| -> Result<()> {
         st.pid = pid;
         st.pid_start_time = state::proc_start(pid).map(|(s, _)| s).unwrap_or(0);
         locked.save(st)?;
-        // `late_cgroup`: made now, while init mounts what needs no cgroup (see
-        // create_inner); the pid is recorded first, so a failure here kills init.
-        if let Some((rootless, warnings)) = late_cgroup.take() {
-            make_cgroup(locked, st, resources, rootless, warnings)?;
-        }
         // Before init is told to go on, so nothing it starts escapes the limits.
-        if let Some(c) = &st.cgroup
+        if let Some(c) = &cg
             && !into_cgroup
         {
             if c.is_systemd() {

@@ -172,20 +172,6 @@ fn init_main(plan: &InitPlan, cx: &InitContext<'_>) -> Step<std::convert::Infall
     if cx.fast && plan.new_ns & libc::CLONE_NEWUSER != 0 {
         userns_handshake(cx)?;
     }
-    if plan.new_ns & libc::CLONE_NEWNET != 0 {
-        sys::loopback_up().map_err(fail("set up", b"lo in the new network namespace"))?;
-    }
-    if let Some(h) = &plan.hostname {
-        sys::sethostname(h).map_err(fail("sethostname", h))?;
-    }
-    if let Some(d) = &plan.domainname {
-        sys::setdomainname(d).map_err(fail("setdomainname", d))?;
-    }
-    // The mounts up to the first cgroup mount need no cgroup: done while the runtime
-    // makes it (on v1 and hybrid hosts that waits for an RCU grace period).
-    plan.rootfs
-        .mount_before_cgroup()
-        .map_err(|e| fail_msg(&e, None))?;
     // The cgroup mounts read /proc/self/cgroup, and nothing init starts may escape
     // the limits: wait until the runtime has put init in its cgroup.
     ch.send(Message::NeedCgroup)
@@ -195,9 +181,16 @@ fn init_main(plan: &InitPlan, cx: &InitContext<'_>) -> Step<std::convert::Infall
     if cx.late_cgroupns {
         sys::unshare(libc::CLONE_NEWCGROUP).map_err(fail("unshare", b"cgroup namespace"))?;
     }
-    plan.rootfs
-        .mount_from_cgroup()
-        .map_err(|e| fail_msg(&e, None))?;
+    if plan.new_ns & libc::CLONE_NEWNET != 0 {
+        sys::loopback_up().map_err(fail("set up", b"lo in the new network namespace"))?;
+    }
+    if let Some(h) = &plan.hostname {
+        sys::sethostname(h).map_err(fail("sethostname", h))?;
+    }
+    if let Some(d) = &plan.domainname {
+        sys::setdomainname(d).map_err(fail("setdomainname", d))?;
+    }
+    plan.rootfs.mount_all().map_err(|e| fail_msg(&e, None))?;
 
     // The runtime runs prestart and createRuntime hooks now, then tells init its pid.
     ch.send(Message::MountsReady)

@@ -252,29 +252,6 @@ fn ignore(e: io::Error, code: c_int) -> io::Result<()> {
 
 /// Step 1: see [`RootfsPlan::mount_all`].
 pub(crate) fn mount_all<S: MountSys>(plan: &RootfsPlan, sys: &mut S) -> Result<(), RootfsError> {
-    mount_before_cgroup(plan, sys)?;
-    mount_from_cgroup(plan, sys)
-}
-
-/// Where step 1 may pause for the init to be put in its cgroup: at the first cgroup
-/// mount (which reads /proc/self/cgroup), or after the last mount.
-fn cgroup_split(plan: &RootfsPlan) -> usize {
-    plan.mounts
-        .iter()
-        .position(|m| {
-            matches!(
-                m.kind,
-                MountKind::Cgroup2 { .. } | MountKind::CgroupV1 { .. }
-            )
-        })
-        .unwrap_or(plan.mounts.len())
-}
-
-/// Step 1a: see [`RootfsPlan::mount_before_cgroup`].
-pub(crate) fn mount_before_cgroup<S: MountSys>(
-    plan: &RootfsPlan,
-    sys: &mut S,
-) -> Result<(), RootfsError> {
     if !plan.new_mount_ns {
         return Ok(());
     }
@@ -296,21 +273,7 @@ pub(crate) fn mount_before_cgroup<S: MountSys>(
     )
     .map_err(|e| RootfsError::sys("root.path", "bind", root, e))?;
 
-    for m in &plan.mounts[..cgroup_split(plan)] {
-        mount_one(plan, m, sys)?;
-    }
-    Ok(())
-}
-
-/// Step 1b: see [`RootfsPlan::mount_from_cgroup`].
-pub(crate) fn mount_from_cgroup<S: MountSys>(
-    plan: &RootfsPlan,
-    sys: &mut S,
-) -> Result<(), RootfsError> {
-    if !plan.new_mount_ns {
-        return Ok(());
-    }
-    for m in &plan.mounts[cgroup_split(plan)..] {
+    for m in &plan.mounts {
         mount_one(plan, m, sys)?;
     }
     if plan.setup_dev {

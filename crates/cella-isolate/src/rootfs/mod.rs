@@ -7,13 +7,10 @@
 //! 2. [`RootfsPlan::pivot`]: pivot_root (or MS_MOVE + chroot) and chdir("/");
 //! 3. [`RootfsPlan::finish`]: readonlyPaths, maskedPaths, then a read-only root.
 //!
-//! Step 1 comes in two halves, [`RootfsPlan::mount_before_cgroup`] and
-//! [`RootfsPlan::mount_from_cgroup`], so that the init can do most of its mounts while
-//! the runtime is still making its cgroup: the init must be in its cgroup before the
-//! first `cgroup` mount (on a v1/hybrid host it binds the init's own directory of each
-//! hierarchy, read from /proc/self/cgroup). /proc must be mounted in the container for
-//! `finish` to reach paths through `/proc/self/fd` after the pivot (every runc-style
-//! config mounts it).
+//! The init must already be in its cgroup when it calls `mount_all` (a `cgroup` mount on
+//! a v1/hybrid host binds the init's own directory of each hierarchy, read from
+//! /proc/self/cgroup), and /proc must be mounted in the container for `finish` to reach
+//! paths through `/proc/self/fd` after the pivot (every runc-style config mounts it).
 //!
 //! `cgroup` mounts: on a pure cgroup v2 host, a cgroup2 mount (in a user namespace that
 //! the kernel refuses it to, a read-only bind of the init's own cgroup directory); on a
@@ -132,23 +129,8 @@ impl RootfsPlan {
 
     /// Step 1, in the init (new mount namespace, before the createContainer hooks):
     /// propagation of "/", rootfs bound onto itself, every mount in config order, /dev.
-    /// The init must be in its cgroup already: this is
-    /// [`mount_before_cgroup`](Self::mount_before_cgroup) then
-    /// [`mount_from_cgroup`](Self::mount_from_cgroup).
     pub fn mount_all(&self) -> Result<(), RootfsError> {
         apply::mount_all(self, &mut apply::Kernel::new())
-    }
-
-    /// Step 1, first half, which needs no cgroup: propagation of "/", the rootfs bound
-    /// onto itself, and the mounts that come before the first `cgroup` mount.
-    pub fn mount_before_cgroup(&self) -> Result<(), RootfsError> {
-        apply::mount_before_cgroup(self, &mut apply::Kernel::new())
-    }
-
-    /// Step 1, second half, once the init is in its cgroup (and its cgroup namespace):
-    /// the mounts from the first `cgroup` mount on, then /dev.
-    pub fn mount_from_cgroup(&self) -> Result<(), RootfsError> {
-        apply::mount_from_cgroup(self, &mut apply::Kernel::new())
     }
 
     /// Optional, between [`mount_all`](Self::mount_all) and [`pivot`](Self::pivot):
